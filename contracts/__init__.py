@@ -1,0 +1,1 @@
+"""What crosses a process boundary: topic names, CloudEvents and their data, HTTP bodies."""

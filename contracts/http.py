@@ -1,0 +1,288 @@
+"""HTTP request/response bodies and error codes (SPEC 5.3)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from contracts.events import Money, OrgId, Resource
+
+
+class ErrorCode(StrEnum):
+    # generic
+    VALIDATION_ERROR = "VALIDATION_ERROR"  # 400 malformed body or parameters
+    UNAUTHORIZED = "UNAUTHORIZED"  # 401 no or bad token
+    FORBIDDEN = "FORBIDDEN"  # 403 wrong org or role
+    NOT_FOUND = "NOT_FOUND"  # 404
+    # orders (422 unless noted)
+    AGREEMENT_REQUIRED = "AGREEMENT_REQUIRED"
+    QUANTITY_BELOW_MINIMUM = "QUANTITY_BELOW_MINIMUM"
+    QUANTITY_NOT_MULTIPLE = "QUANTITY_NOT_MULTIPLE"
+    QUANTITY_TOO_LARGE = "QUANTITY_TOO_LARGE"
+    INVALID_STORAGE_YEARS = "INVALID_STORAGE_YEARS"
+    INVALID_DURATION = "INVALID_DURATION"
+    INVALID_MODE = "INVALID_MODE"
+    UNKNOWN_SKU = "UNKNOWN_SKU"
+    UNKNOWN_FEATURE = "UNKNOWN_FEATURE"
+    BASIC_EDITION_REQUIRED = "BASIC_EDITION_REQUIRED"
+    OFFLINE_ONLY_PRODUCT = "OFFLINE_ONLY_PRODUCT"
+    ORDER_ID_CONFLICT = "ORDER_ID_CONFLICT"  # 409
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
+    ORDER_NOT_PAYABLE = "ORDER_NOT_PAYABLE"  # 409
+    ORDER_NOT_CANCELLABLE = "ORDER_NOT_CANCELLABLE"  # 409
+    PAYMENT_CONFLICT = "PAYMENT_CONFLICT"  # 409 a different payment for a paid order
+    PAID_AT_IN_FUTURE = "PAID_AT_IN_FUTURE"
+    # entitlement
+    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+    NO_OFFLINE_LICENCE = "NO_OFFLINE_LICENCE"
+    SERVICE_NOT_ACCEPTABLE = "SERVICE_NOT_ACCEPTABLE"  # 409 expired / not a one-time service
+    # metering ingestion (per item, inside a 400)
+    MALFORMED = "MALFORMED"
+    UNKNOWN_ORG = "UNKNOWN_ORG"
+    UNKNOWN_TYPE = "UNKNOWN_TYPE"
+    INVALID_QUANTITY = "INVALID_QUANTITY"
+    TIME_IN_FUTURE = "TIME_IN_FUTURE"
+    TOO_MANY_EVENTS = "TOO_MANY_EVENTS"
+
+
+class ItemError(BaseModel):
+    index: int
+    id: str | None = None
+    code: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    line: int | None = None
+    items: list[ItemError] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+# ---------------------------------------------------------------- order service
+
+OrderId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+
+
+class CatalogItem(BaseModel):
+    sku: str
+    name: str
+    description: str
+    resource: str | None = None
+    online: bool = Field(description="false: not sold online, admin import only")
+    unit: str
+    unit_price: Money | None = None
+    unit_prices: dict[str, Money] | None = Field(
+        default=None, description="by option, e.g. storage years or service mode"
+    )
+    options: dict[str, Any] | None = None
+
+
+class CatalogResponse(BaseModel):
+    price_book_version: str
+    currency: Literal["USD"] = "USD"
+    items: list[CatalogItem]
+
+
+class AgreementRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agreement_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    signed_at: AwareDatetime
+
+
+class AgreementResponse(BaseModel):
+    org_id: OrgId
+    agreement_ref: str
+    signed_at: AwareDatetime
+    recorded_at: AwareDatetime
+
+
+class OrderLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sku: str
+    quantity: int | None = None
+    storage_years: int | None = None
+    months: int | None = None
+    feature: str | None = None
+    mode: str | None = None
+    years: int | None = None
+
+
+class OrderLineOut(OrderLineIn):
+    line: int
+    price: Money
+
+
+class PlaceOrderRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    order_id: OrderId | None = None
+    org_id: OrgId
+    lines: Annotated[list[OrderLineIn], Field(min_length=1, max_length=100)]
+
+
+class ImportOrderRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    order_id: OrderId
+    org_id: OrgId
+    lines: Annotated[list[OrderLineIn], Field(min_length=1, max_length=100)]
+    paid_at: AwareDatetime
+    payment_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class PaymentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    payment_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    amount: Money
+
+
+OrderStatus = Literal["placed", "paid", "fulfilled", "cancelled"]
+
+
+class OrderResponse(BaseModel):
+    order_id: str
+    org_id: OrgId
+    status: OrderStatus
+    lines: list[OrderLineOut]
+    total: Money
+    price_book_version: str
+    placed_at: AwareDatetime
+    paid_at: AwareDatetime | None = None
+    payment_ref: str | None = None
+    cancelled_at: AwareDatetime | None = None
+    fulfilled_at: AwareDatetime | None = None
+
+
+class OrderList(BaseModel):
+    orders: list[OrderResponse]
+    next: str | None = None
+
+
+# ---------------------------------------------------------------- entitlement service
+
+LotStatus = Literal["active", "depleted", "expired"]
+
+
+class LotView(BaseModel):
+    lot_id: str
+    order_id: str
+    sku: str
+    quantity: int
+    remaining: int
+    storage_years: int | None = None
+    credited_at: AwareDatetime
+    expires_at: AwareDatetime
+    status: LotStatus
+
+
+class ResourceBalance(BaseModel):
+    purchased: int
+    available: int
+    used: int
+    arrears: int
+    forfeited: int
+    lots: list[LotView]
+    offline_licence: bool | None = Field(
+        default=None, description="ai_review only: an AI-PERPETUAL licence is held"
+    )
+
+
+class BalancesResponse(BaseModel):
+    org_id: OrgId
+    resources: dict[Resource, ResourceBalance]
+
+
+class LedgerEntry(BaseModel):
+    id: str
+    type: str
+    time: AwareDatetime
+    resource: Resource | None = None
+    data: dict[str, Any]
+
+
+class LedgerPage(BaseModel):
+    entries: list[LedgerEntry]
+    next: str | None = None
+
+
+class BasicState(BaseModel):
+    active: bool
+    until: AwareDatetime | None = None
+
+
+class FeatureState(BaseModel):
+    enabled: bool
+    until: AwareDatetime | None = None
+
+
+class FeaturesResponse(BaseModel):
+    basic: BasicState
+    features: dict[str, FeatureState]
+
+
+class FeatureResponse(BaseModel):
+    feature: str
+    enabled: bool
+    until: AwareDatetime | None = None
+
+
+ServiceStatus = Literal["awaiting_acceptance", "accepted", "expired", "active", "ended"]
+
+
+class ServiceView(BaseModel):
+    service_id: str
+    order_id: str
+    sku: str
+    mode: str | None = None
+    quantity: int | None = None
+    status: ServiceStatus
+    purchased_at: AwareDatetime
+    accept_by: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    accepted_at: AwareDatetime | None = None
+
+
+class AllowanceResponse(BaseModel):
+    allowed: bool
+    remaining: int
+    offline_licence: bool
+
+
+# ---------------------------------------------------------------- metering service
+
+
+class UsageBucket(BaseModel):
+    start: AwareDatetime
+    resource: Resource
+    accepted: int
+    rejected: int
+
+
+class UsageReport(BaseModel):
+    buckets: list[UsageBucket]
+
+
+class IngestResponse(BaseModel):
+    accepted: list[str]
+
+
+# ---------------------------------------------------------------- expiry service
+
+
+class ScheduleItem(BaseModel):
+    kind: Literal["lot", "licence", "service", "maintenance"]
+    ref_id: str
+    expires_at: AwareDatetime
+    due_at: AwareDatetime
+    remaining: int | None = None
+    status: Literal["scheduled", "depleted", "commanded"]
+
+
+class ScheduleResponse(BaseModel):
+    org_id: OrgId
+    items: list[ScheduleItem]

@@ -1,0 +1,21 @@
+"""Topic names (SPEC 5.0). Every topic is keyed by org_id."""
+
+USAGE = "aimis.usage.v1"
+USAGE_REJECTED = "aimis.usage.rejected.v1"
+ORDERS = "aimis.orders.v1"
+DEDUCTIONS = "aimis.metering.deductions.v1"
+LEDGER = "aimis.ledger.v1"
+EXPIRY_COMMANDS = "aimis.expiry.commands.v1"
+NOTIFICATIONS = "aimis.notifications.v1"
+ENTITLEMENT_DLQ = "aimis.entitlement.dlq.v1"
+
+ALL = (
+    USAGE,
+    USAGE_REJECTED,
+    ORDERS,
+    DEDUCTIONS,
+    LEDGER,
+    EXPIRY_COMMANDS,
+    NOTIFICATIONS,
+    ENTITLEMENT_DLQ,
+)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster from the machine's binaries (Debian's postgresql package).
+#   postgres.sh start DIR PORT   initdb (as the postgres user when run as root), start, create db "aimis"
+#   postgres.sh stop DIR
+set -euo pipefail
+
+find_bin() {
+  local b
+  for b in "$(command -v pg_ctl 2>/dev/null || true)" /usr/lib/postgresql/*/bin/pg_ctl; do
+    if [ -n "$b" ] && [ -x "$b" ]; then dirname "$(readlink -f "$b")"; return 0; fi
+  done
+  echo "postgres.sh: no PostgreSQL server binaries (install Debian's 'postgresql' package)" >&2
+  exit 1
+}
+
+as_owner() {
+  if [ "$(id -u)" = "0" ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start() {
+  local dir="$1" port="$2" bin
+  bin=$(find_bin)
+  mkdir -p "$dir"
+  if [ "$(id -u)" = "0" ]; then chown postgres:postgres "$dir"; fi
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 > "$dir/initdb.log" 2>&1
+  fi
+  as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c shared_buffers=256MB" start > /dev/null
+  as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='aimis'" | grep -q 1 \
+    || as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE aimis"
+}
+
+stop() {
+  local dir="$1" bin
+  [ -f "$dir/data/postmaster.pid" ] || return 0
+  bin=$(find_bin)
+  as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop > /dev/null || true
+}
+
+case "${1:-}" in
+  start) shift; start "$@" ;;
+  stop) shift; stop "$@" ;;
+  *) echo "usage: postgres.sh start DIR PORT | stop DIR" >&2; exit 2 ;;
+esac

@@ -1,0 +1,29 @@
+"""Inbox guard: processed message ids, inserted in the same transaction as their effect."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+
+async def claim(conn: asyncpg.Connection, stream: str, message_ids: Sequence[str]) -> set[str]:
+    """Record `message_ids` as processed on `stream`; return the ones not seen before.
+
+    Call inside the effect's transaction: if it rolls back, the claim goes with it. Ids repeated
+    within `message_ids` are claimed once; the caller processes the first occurrence only.
+    """
+    if not message_ids:
+        return set()
+    rows = await conn.fetch(
+        """INSERT INTO inbox (stream, message_id)
+           SELECT $1, id FROM unnest($2::text[]) AS t(id)
+           ON CONFLICT DO NOTHING RETURNING message_id""",
+        stream,
+        list(dict.fromkeys(message_ids)),
+    )
+    return {r["message_id"] for r in rows}
+
+
+async def claim_one(conn: asyncpg.Connection, stream: str, message_id: str) -> bool:
+    return bool(await claim(conn, stream, [message_id]))

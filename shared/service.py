@@ -1,0 +1,140 @@
+"""The runtime every service composes: settings, clock, pool + migrations, broker, outbox relay,
+HTTP app with error handlers and /healthz /readyz /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
+
+from contracts.events import CloudEvent, new_event
+from shared import db, errors, kafka, migrate, observability
+from shared.clock import Clock
+from shared.config import Settings, get_settings
+from shared.outbox import Relay
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[["Runtime"], Awaitable[None]]
+
+
+class Runtime:
+    """One service process: owns schema `name` in the database and the consumer group `aimis-<name>`."""
+
+    def __init__(
+        self,
+        name: str,
+        migrations: Path,
+        *,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+        group_id: str | None = None,
+    ):
+        self.name = name
+        self.schema = name
+        self.migrations = migrations
+        self.settings = settings or get_settings()
+        self.clock = clock or Clock()
+        self.group_id = group_id or f"aimis-{name}"
+        self.source = f"/aimis/{name}"
+        self.broker = kafka.make_broker(self.settings.kafka_bootstrap, f"aimis-{name}")
+        self.pool: asyncpg.Pool | None = None
+        self.relay: Relay | None = None
+        self.on_start: list[Hook] = []
+        self.on_stop: list[Hook] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- wiring -------------------------------------------------------------
+    def consume(self, topic: str, handler: kafka.BatchHandler, **kw: Any) -> None:
+        kafka.batch_consumer(
+            self.broker, topic, self.group_id, handler, service=self.name,
+            max_records=self.settings.batch_max_records,
+            batch_timeout_ms=self.settings.batch_timeout_ms, **kw,
+        )
+
+    def event(self, event_type: str, subject: str, data: BaseModel, **kw: Any) -> CloudEvent[Any]:
+        return new_event(event_type, subject, data, self.source, time=self.clock.now(), **kw)
+
+    def background(self, coro_fn: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run `coro_fn` as a task between start and stop (sweepers and the like)."""
+        self.on_start.append(lambda rt: self._spawn(coro_fn, name))
+
+    async def _spawn(self, coro_fn: Callable[[], Awaitable[None]], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro_fn(), name=name))
+
+    # -- lifecycle ----------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        self.pool = await db.create_pool(s.database_url, self.schema, max_size=10)
+        async with self.pool.acquire() as conn:
+            ran = await migrate.migrate(conn, self.schema, self.migrations)
+        if ran:
+            log.info("%s: applied migrations %s", self.name, ran)
+        await kafka.ensure_topics(s.kafka_bootstrap, s.topic_partitions)
+        await self.broker.start()
+        self.relay = Relay(s.database_url, self.schema, kafka.outbox_publisher(self.broker))
+        self.relay.start()
+        for hook in self.on_start:
+            await hook(self)
+        log.info("%s started", self.name)
+
+    async def stop(self) -> None:
+        for hook in reversed(self.on_stop):
+            await hook(self)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self._tasks.clear()
+        if self.relay:
+            await self.relay.stop()
+        await self.broker.stop()
+        if self.pool:
+            await self.pool.close()
+        log.info("%s stopped", self.name)
+
+    async def kafka_ready(self) -> bool:
+        try:
+            return bool(await self.broker.ping(timeout=2))
+        except Exception:  # noqa: BLE001
+            return False
+
+    async def db_ready(self) -> bool:
+        return self.pool is not None and await db.ping(self.pool)
+
+    # -- HTTP ---------------------------------------------------------------
+    def http_app(self, *routers: APIRouter, title: str, description: str = "") -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
+        app.state.settings = self.settings
+        app.state.runtime = self
+        errors.install(app)
+        app.include_router(observability.health_router({"database": self.db_ready, "kafka": self.kafka_ready}))
+        for r in routers:
+            app.include_router(r)
+        return app
+
+
+def serve(app: FastAPI, settings: Settings, service: str) -> None:
+    """`python -m services.<name>`: run the HTTP app (and with it the consumers) under uvicorn."""
+    import uvicorn
+
+    observability.setup_logging(settings.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port_of(service), log_config=None, access_log=False)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from shared.config import Settings
+from tests.support.infra import Infra, infra
+
+
+def _needs_infra(items: list[pytest.Item]) -> bool:
+    return any("/unit/" not in str(i.fspath) for i in items)
+
+
+@pytest.fixture(scope="session")
+def real_infra(request: pytest.FixtureRequest) -> Iterator[Infra]:
+    """The real broker and database for this test session (see tests/support/infra.py)."""
+    with infra() as i:
+        os.environ["AIMIS_KAFKA_BOOTSTRAP"] = i.bootstrap
+        os.environ["AIMIS_DATABASE_URL"] = i.dsn
+        print(f"\n[infra] kafka={i.bootstrap} postgres={i.dsn} via {i.how}")
+        yield i
+
+
+@pytest.fixture
+def settings(real_infra: Infra) -> Settings:
+    return Settings(
+        kafka_bootstrap=real_infra.bootstrap,
+        database_url=real_infra.dsn,
+        auth_secret="test-secret",
+        expiry_interval_s=0.5,
+        late_usage_grace_s=2,
+    )
+
+
+@pytest.fixture
+def org_id() -> str:
+    return f"org-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def fresh_db(real_infra: Infra) -> AsyncIterator[str]:
+    """A new empty database on the real server; dropped afterwards."""
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(real_infra.dsn)
+    await admin.execute(f"CREATE DATABASE {name}")
+    base = real_infra.dsn.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()

@@ -1,0 +1,88 @@
+"""Real Kafka and PostgreSQL for tests.
+
+1. AIMIS_KAFKA_BOOTSTRAP / AIMIS_DATABASE_URL set: use them.
+2. else a Docker engine answers: testcontainers (apache/kafka, postgres).
+3. else: deploy/local (Kafka from Maven Central jars, PostgreSQL from the machine's binaries) on
+   free ports in a temporary folder, stopped by pid at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL = ROOT / "deploy" / "local"
+
+
+@dataclass
+class Infra:
+    bootstrap: str
+    dsn: str
+    how: str
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _docker_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@contextlib.contextmanager
+def _local() -> Iterator[Infra]:
+    work = Path(tempfile.mkdtemp(prefix="aimis-test-"))
+    os.chmod(work, 0o755)
+    kport, cport, pport = free_port(), free_port(), free_port()
+    kdir, pdir = work / "kafka", work / "pg"
+    kdir.mkdir()
+    try:
+        subprocess.run([str(LOCAL / "kafka.sh"), "start", str(kdir), str(kport), str(cport)], check=True)
+        subprocess.run([str(LOCAL / "postgres.sh"), "start", str(pdir), str(pport)], check=True)
+        bootstrap = f"127.0.0.1:{kport}"
+        subprocess.run([str(ROOT / ".venv/bin/python"), str(LOCAL / "wait_kafka.py"), bootstrap, "90"], check=True)
+        yield Infra(bootstrap, f"postgresql://postgres@127.0.0.1:{pport}/aimis", "deploy/local")
+    finally:
+        subprocess.run([str(LOCAL / "kafka.sh"), "stop", str(kdir)], check=False)
+        subprocess.run([str(LOCAL / "postgres.sh"), "stop", str(pdir)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _containers() -> Iterator[Infra]:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with KafkaContainer("apache/kafka:4.1.1").with_kraft() as k, PostgresContainer(
+        "postgres:16", username="postgres", password="postgres", dbname="aimis"
+    ) as p:
+        dsn = p.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
+        yield Infra(k.get_bootstrap_server(), dsn, "testcontainers")
+
+
+@contextlib.contextmanager
+def infra() -> Iterator[Infra]:
+    env_k, env_d = os.environ.get("AIMIS_KAFKA_BOOTSTRAP"), os.environ.get("AIMIS_DATABASE_URL")
+    if env_k and env_d:
+        yield Infra(env_k, env_d, "environment")
+    elif _docker_answers():
+        with _containers() as i:
+            yield i
+    else:
+        with _local() as i:
+            yield i
