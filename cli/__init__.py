@@ -1,0 +1,1 @@
+"""`aimis`: the operator CLI (typer + rich)."""

@@ -1,0 +1,1 @@
+"""Metering: usage ingestion (Kafka and HTTP), validation, durable dedup, deductions, usage reports."""
