@@ -11,6 +11,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from contracts.catalog import OPTIONAL_FEATURES
+
 CENT = Decimal("0.01")
 
 CI_QTY_STORAGE_YEARS = (1, 2, 3, 5, 10, 15)
@@ -21,18 +23,7 @@ MAINTENANCE_YEARS = range(1, 11)
 PERSON_DAYS = range(1, 366)
 PERPETUAL_SETS = range(1, 101)
 MODES = ("local", "remote")
-FEATURES = (
-    "cloud_film",
-    "advanced_viewer",
-    "remote_diagnosis",
-    "remote_consultation",
-    "remote_ward_rounds",
-    "remote_teaching",
-    "data_statistics",
-    "image_quality_control",
-    "mobile_terminal",
-    "follow_up",
-)
+FEATURES = OPTIONAL_FEATURES
 OFFLINE_ONLY = frozenset({"AI-PERPETUAL"})
 
 # sku -> the line fields it takes (anything else on the line is a malformed line)
