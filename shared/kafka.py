@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
@@ -75,6 +75,10 @@ def batch_consumer(
 ) -> None:
     """Subscribe `handler` to raw record batches of `topic`.
 
+    The records reach the handler undecoded (`keep_raw`): FastStream's default decoder would
+    JSON-decode each one before the handler runs, and a record it cannot decode (nested too deeply:
+    RecursionError) would fail outside the handler, be redelivered forever and stop the partition.
+
     Offsets are committed only after the handler returned (it commits its own database
     transaction first). When the handler raises, the batch is rewound and redelivered after a
     back-off: a failing database never loses or skips a message. Handlers never raise for bad
@@ -90,6 +94,7 @@ def batch_consumer(
         max_records=max_records,
         batch_timeout_ms=batch_timeout_ms,
         title=f"{service}:{topic}",
+        decoder=kw.pop("decoder", keep_raw),
         **kw,
     )
     async def _consume(msg: KafkaMessage) -> None:
@@ -107,16 +112,34 @@ def batch_consumer(
         obs.MESSAGES.labels(service, topic, "ok").inc(len(records))
 
 
-def outbox_publisher(broker: KafkaBroker) -> Callable[[str, bytes, bytes], Awaitable[Any]]:
-    """The relay's publish function: returns a future that resolves when Kafka acked."""
+async def keep_raw(msg: Any) -> None:
+    """FastStream decoder that decodes nothing: batch handlers read the raw records."""
+    return None
 
-    async def publish(topic: str, key: bytes, value: bytes) -> Any:
-        return await broker.publish(
-            value, topic, key=key, headers={"content-type": "application/cloudevents+json"},
-            no_confirm=True,
+
+_HEADERS = [("content-type", b"application/cloudevents+json")]
+
+
+class ProducerPublisher:
+    """The outbox relay's publish function: a plain idempotent aiokafka producer (acks=all, key =
+    org_id, the default partitioner). It costs about half the CPU per message of FastStream's
+    `broker.publish`, and the relay is on every service's hot path."""
+
+    def __init__(self, bootstrap: str, client_id: str):
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, client_id=client_id, acks="all", enable_idempotence=True,
+            linger_ms=5, max_batch_size=256 * 1024,
         )
 
-    return publish
+    async def start(self) -> None:
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    async def __call__(self, topic: str, key: bytes, value: bytes) -> "asyncio.Future[Any]":
+        """Enqueue one record; the returned future resolves when Kafka acknowledged it."""
+        return await self.producer.send(topic, value, key=key, headers=_HEADERS)
 
 
 async def publish_events(broker: KafkaBroker, events: Sequence[CloudEvent[Any]]) -> None:

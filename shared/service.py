@@ -47,6 +47,7 @@ class Runtime:
         self.broker = kafka.make_broker(self.settings.kafka_bootstrap, f"aimis-{name}")
         self.pool: asyncpg.Pool | None = None
         self.relay: Relay | None = None
+        self.publisher = kafka.ProducerPublisher(self.settings.kafka_bootstrap, f"aimis-{name}-relay")
         self.on_start: list[Hook] = []
         self.on_stop: list[Hook] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -79,7 +80,8 @@ class Runtime:
             log.info("%s: applied migrations %s", self.name, ran)
         await kafka.ensure_topics(s.kafka_bootstrap, s.topic_partitions)
         await self.broker.start()
-        self.relay = Relay(s.database_url, self.schema, kafka.outbox_publisher(self.broker))
+        await self.publisher.start()
+        self.relay = Relay(s.database_url, self.schema, self.publisher)
         self.relay.start()
         for hook in self.on_start:
             await hook(self)
@@ -98,6 +100,7 @@ class Runtime:
         self._tasks.clear()
         if self.relay:
             await self.relay.stop()
+        await self.publisher.stop()
         await self.broker.stop()
         if self.pool:
             await self.pool.close()

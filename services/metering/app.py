@@ -8,8 +8,7 @@ from fastapi import FastAPI
 
 from contracts import topics
 from services.metering import api
-from services.metering.handlers import OrdersCatchUp, OrdersConsumer, UsageConsumer, keep_raw
-from services.metering.relay import use_producer_relay
+from services.metering.handlers import OrdersCatchUp, OrdersConsumer, UsageConsumer
 from shared.clock import Clock
 from shared.config import Settings
 from shared.service import Runtime
@@ -22,10 +21,9 @@ def create_app(
 ) -> FastAPI:
     rt = Runtime("metering", MIGRATIONS, settings=settings, clock=clock, group_id=group_id)
     catch_up = OrdersCatchUp(rt)
-    rt.consume(topics.ORDERS, OrdersConsumer(rt), decoder=keep_raw)
-    rt.consume(topics.USAGE, UsageConsumer(rt, catch_up), decoder=keep_raw)
+    rt.consume(topics.ORDERS, OrdersConsumer(rt))
+    rt.consume(topics.USAGE, UsageConsumer(rt, catch_up))
     rt.background(catch_up.watch, "metering-orders-catch-up")
-    use_producer_relay(rt)
     app = rt.http_app(
         api.router,
         title="AIMIS metering",

@@ -37,16 +37,6 @@ ACCEPTED = Counter("aimis_usage_accepted_total", "Usage events forwarded as dedu
 REJECTED = Counter("aimis_usage_rejected_total", "Usage events sent to the rejected-usage topic", ["reason"])
 
 
-async def keep_raw(msg: Any) -> None:
-    """FastStream decoder for the raw batch handlers: decode nothing (they read the raw records).
-
-    The default decoder JSON-decodes every record before the handler runs; a record nested too
-    deeply raises RecursionError there, the batch is redelivered, and the partition is stuck.
-    Skipping it also saves a json.loads per record.
-    """
-    return None
-
-
 class OrdersCatchUp:
     """Whether the agreements that existed when this process started have been read.
 

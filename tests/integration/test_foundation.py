@@ -13,7 +13,6 @@ from contracts import topics
 from contracts.events import ExpiryUpcomingData, parse_event
 from shared import inbox, migrate, outbox
 from shared.config import Settings
-from shared.kafka import outbox_publisher
 from shared.outbox import Relay
 from shared.service import Runtime
 from tests.support.kafka import TopicReader, wait_until
@@ -90,14 +89,14 @@ async def test_relay_killed_between_publish_and_mark_publishes_again_and_inbox_d
         ev = _reminder(rt, org_id)
         async with rt.pool.acquire() as conn, conn.transaction():
             await outbox.add(conn, [ev])
-        doomed = Relay(fresh_db, "foundation", outbox_publisher(rt.broker), after_publish=die_after_publish)
+        doomed = Relay(fresh_db, "foundation", rt.publisher, after_publish=die_after_publish)
         task = doomed.start()
         with pytest.raises(RelayKilled):
             await task
         assert killed, "the relay published before it was killed"
         assert await rt.pool.fetchval("SELECT sent_at FROM outbox WHERE event_id = $1", ev.id) is None
 
-        restarted = Relay(fresh_db, "foundation", outbox_publisher(rt.broker))
+        restarted = Relay(fresh_db, "foundation", rt.publisher)
         restarted.start()
         try:
             await wait_until(lambda: rt.pool.fetchval("SELECT sent_at IS NOT NULL FROM outbox WHERE event_id=$1", ev.id))
