@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -72,7 +73,7 @@ class Api:
         return self.call("order", "POST", "/v1/orders", json=body)
 
     def pay(self, order_id: str, amount: str, payment_ref: str) -> Any:
-        return self.call("order", "POST", f"/v1/orders/{order_id}/payment",
+        return self.call("order", "POST", f"/v1/orders/{quote(order_id, safe='')}/payment",
                          json={"payment_ref": payment_ref, "amount": amount})
 
     def import_order(self, order_id: str, org_id: str, lines: list[dict[str, Any]], paid_at: str, payment_ref: str) -> Any:
@@ -80,7 +81,7 @@ class Api:
             "order_id": order_id, "org_id": org_id, "lines": lines, "paid_at": paid_at, "payment_ref": payment_ref})
 
     def order(self, order_id: str) -> Any:
-        return self.call("order", "GET", f"/v1/orders/{order_id}")
+        return self.call("order", "GET", f"/v1/orders/{quote(order_id, safe='')}")
 
     # -- entitlement
     def balances(self, org_id: str) -> Any:
@@ -94,6 +95,17 @@ class Api:
             params["resource"] = resource
         return self.call("entitlement", "GET", f"/v1/orgs/{org_id}/ledger", params=params)
 
+    def ledger_all(self, org_id: str, resource: str | None = None) -> list[dict[str, Any]]:
+        """Every ledger entry of the org (oldest first), following the cursor."""
+        entries: list[dict[str, Any]] = []
+        after = None
+        while True:
+            page = self.ledger(org_id, after=after, limit=500, resource=resource)
+            entries += page["entries"]
+            if not page.get("next"):
+                return entries
+            after = page["next"]
+
     def features(self, org_id: str) -> Any:
         return self.call("entitlement", "GET", f"/v1/orgs/{org_id}/features")
 
@@ -101,7 +113,7 @@ class Api:
         return self.call("entitlement", "GET", f"/v1/orgs/{org_id}/services")
 
     def accept_service(self, org_id: str, service_id: str) -> Any:
-        return self.call("entitlement", "POST", f"/v1/orgs/{org_id}/services/{service_id}/acceptance")
+        return self.call("entitlement", "POST", f"/v1/orgs/{org_id}/services/{quote(service_id, safe='')}/acceptance")
 
     def allowance(self, org_id: str) -> Any:
         return self.call("entitlement", "GET", f"/v1/orgs/{org_id}/ai-review/allowance")

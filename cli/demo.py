@@ -101,7 +101,7 @@ def main() -> None:
     refused = send_usage(api, org, "ai_review", 1)[0]
 
     def rejected() -> list[dict[str, Any]]:
-        return [e for e in api.ledger(org, limit=1000)["entries"]
+        return [e for e in api.ledger_all(org, resource="ai_review")
                 if e["type"] == "aimis.ledger.usage_rejected" and e["data"]["usage_id"] == refused]
 
     r = wait_for("the refusal on the ledger", rejected, bool)

@@ -126,19 +126,25 @@ class ProducerPublisher:
     `broker.publish`, and the relay is on every service's hot path."""
 
     def __init__(self, bootstrap: str, client_id: str):
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, client_id=client_id, acks="all", enable_idempotence=True,
-            linger_ms=5, max_batch_size=256 * 1024,
-        )
+        self.bootstrap, self.client_id = bootstrap, client_id
+        self.producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
+        # Created here: aiokafka binds a producer to the running loop.
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all",
+            enable_idempotence=True, linger_ms=5, max_batch_size=256 * 1024,
+        )
         await self.producer.start()
 
     async def stop(self) -> None:
-        await self.producer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
 
     async def __call__(self, topic: str, key: bytes, value: bytes) -> "asyncio.Future[Any]":
         """Enqueue one record; the returned future resolves when Kafka acknowledged it."""
+        assert self.producer is not None, "ProducerPublisher.start() first"
         return await self.producer.send(topic, value, key=key, headers=_HEADERS)
 
 

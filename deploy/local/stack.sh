@@ -59,7 +59,7 @@ up() {
   {
     echo "AIMIS_KAFKA_BOOTSTRAP=$AIMIS_KAFKA_BOOTSTRAP"
     echo "AIMIS_DATABASE_URL=$AIMIS_DATABASE_URL"
-    echo "AIMIS_AUTH_SECRET=${AIMIS_AUTH_SECRET:-}"
+    if [ -n "${AIMIS_AUTH_SECRET:-}" ]; then echo "AIMIS_AUTH_SECRET=$AIMIS_AUTH_SECRET"; fi
     for s in $(services); do echo "AIMIS_${s^^}_URL=http://127.0.0.1:$(port_of "$s")"; done
   } > "$RUN/env"
 

@@ -91,14 +91,7 @@ async def buy(admin: Api, org: str, lines: list[dict[str, Any]], *, paid_at: dat
 
 
 def ledger(admin: Api, org: str) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    after = None
-    while True:
-        page = admin.ledger(org, after=after, limit=500)
-        entries += page["entries"]
-        if not page.get("next"):
-            return entries
-        after = page["next"]
+    return admin.ledger_all(org)
 
 
 def of_kind(entries: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""Entitlement: lots, expiring-first atomic deduction, arrears, licences, services, account API."""

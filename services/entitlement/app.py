@@ -1,0 +1,31 @@
+"""Composition root: the runtime, the three consumers and the HTTP routes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from contracts import topics
+from services.entitlement import api
+from services.entitlement.handlers import Handlers
+from shared.clock import Clock
+from shared.config import Settings
+from shared.service import Runtime
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None, *,
+               group_id: str | None = None) -> FastAPI:
+    """`group_id` (or AIMIS_ENTITLEMENT_GROUP_ID) overrides the consumer group `aimis-entitlement`
+    (tests run isolated groups against a shared broker)."""
+    rt = Runtime("entitlement", MIGRATIONS, settings=settings, clock=clock,
+                 group_id=group_id or os.environ.get("AIMIS_ENTITLEMENT_GROUP_ID") or None)
+    h = Handlers(rt)
+    rt.consume(topics.ORDERS, h.orders)
+    rt.consume(topics.DEDUCTIONS, h.deductions)
+    rt.consume(topics.EXPIRY_COMMANDS, h.commands)
+    return rt.http_app(api.router, title="AIMIS entitlement",
+                       description="Balances, lots, ledger, licences, services and AI allowance")

@@ -1,0 +1,382 @@
+"""Entitlement rules, pure Python (no I/O): lots, expiring-first allocation, arrears and their
+offset, lot expiry, licence periods and feature state, services (SPEC 2.2-2.5, 4).
+
+A `Book` is one organisation's state for one resource. The store loads the part of it a message
+needs (the drawable lots, or the outstanding arrears), the functions here change it in memory and
+count what moved; the store then writes the changed rows and adds the counters to the balance row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from contracts import catalog
+from shared.clock import add_months, add_years
+
+CLOUD = "cloud_inspection"
+AI = "ai_review"
+RESOURCES = (CLOUD, AI)
+
+LOT_SKUS = {"CI-QTY": CLOUD, "CI-ANNUAL": CLOUD, "AI-QTY": AI}
+LICENCE_SKUS = {"SW-BASIC", "SW-OPT"}
+ONE_TIME_SERVICES = {"SVC-DELIVERY", "SVC-SCHEDULED"}
+MAINTENANCE = "SVC-MAINTENANCE"
+AI_PERPETUAL = "AI-PERPETUAL"
+PERPETUAL_FEATURE = "ai_perpetual"
+BASIC = "basic"
+OPTIONAL_FEATURES = catalog.OPTIONAL_FEATURES
+
+INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+NO_OFFLINE_LICENCE = "NO_OFFLINE_LICENCE"
+
+
+def retention_until(occurred_at: datetime, storage_years: int | None) -> datetime | None:
+    """How long a deducted inspection is stored: occurred_at + the lot's storage years."""
+    return add_years(occurred_at, storage_years) if storage_years else None
+
+
+# ---------------------------------------------------------------- lots and usage
+
+
+@dataclass
+class Lot:
+    lot_id: str
+    quantity: int
+    remaining: int
+    storage_years: int | None
+    credited_at: datetime
+    expires_at: datetime
+    expired: bool = False
+    forfeited: int = 0
+
+    def order_key(self) -> tuple[datetime, datetime, str]:
+        """Expiring first, then credited first, then the smaller lot_id."""
+        return (self.expires_at, self.credited_at, self.lot_id)
+
+    def drawable(self, occurred_at: datetime, now: datetime, grace: timedelta) -> bool:
+        """Valid at the use's time, and not yet forfeited (nor past the grace after expiry)."""
+        return (
+            not self.expired
+            and self.remaining > 0
+            and self.credited_at <= occurred_at < self.expires_at
+            and now < self.expires_at + grace
+        )
+
+
+@dataclass(frozen=True)
+class Use:
+    usage_id: str
+    resource: str
+    quantity: int
+    occurred_at: datetime
+    channel: str = "online"
+
+
+@dataclass
+class Arrear:
+    usage_id: str
+    occurred_at: datetime
+    outstanding: int
+
+
+@dataclass(frozen=True)
+class Draw:
+    lot_id: str
+    quantity: int
+    retention_until: datetime | None
+
+
+@dataclass(frozen=True)
+class Deducted:
+    usage_id: str
+    allocations: tuple[Draw, ...]
+    arrears_quantity: int = 0
+    offline_licence: bool = False
+
+
+@dataclass(frozen=True)
+class Rejected:
+    usage_id: str
+    reason: Literal["INSUFFICIENT_BALANCE", "NO_OFFLINE_LICENCE"]
+
+
+Outcome = Deducted | Rejected
+
+
+@dataclass(frozen=True)
+class Offset:
+    usage_id: str
+    quantity: int
+    retention_until: datetime | None
+
+
+@dataclass
+class Counters:
+    """What moved (the store adds these to the balance row). SPEC 4 holds per org+resource:
+    purchased = remaining + drawn_by_usage + arrears_offset + forfeited (drawn_from_lots is
+    drawn_by_usage + arrears_offset); used = drawn_by_usage + arrears_recorded;
+    arrears = arrears_recorded - arrears_offset."""
+
+    purchased: int = 0
+    drawn_by_usage: int = 0
+    arrears_recorded: int = 0
+    arrears_offset: int = 0
+    forfeited: int = 0
+    offline_counted: int = 0
+    rejected: int = 0
+
+    def any(self) -> bool:
+        return any(vars(self).values())
+
+
+@dataclass
+class Book:
+    """One org's state for one resource (or the part of it that a message needs)."""
+
+    resource: str
+    lots: dict[str, Lot] = field(default_factory=dict)
+    arrears: list[Arrear] = field(default_factory=list)
+    counters: Counters = field(default_factory=Counters)
+    touched: set[str] = field(default_factory=set)  # lot ids whose remaining changed
+
+    def outstanding(self) -> int:
+        return sum(a.outstanding for a in self.arrears)
+
+    def remaining(self) -> int:
+        return sum(lot.remaining for lot in self.lots.values() if not lot.expired)
+
+
+def allocate(lots: list[Lot], use: Use, now: datetime, grace: timedelta) -> tuple[list[Draw], int]:
+    """Plan which lots cover `use` (expiring first); returns the draws and what no lot covers."""
+    need = use.quantity
+    draws: list[Draw] = []
+    for lot in sorted((l for l in lots if l.drawable(use.occurred_at, now, grace)), key=Lot.order_key):
+        if need == 0:
+            break
+        take = min(need, lot.remaining)
+        draws.append(Draw(lot.lot_id, take, retention_until(use.occurred_at, lot.storage_years)))
+        need -= take
+    return draws, need
+
+
+def deduct(book: Book, use: Use, now: datetime, grace: timedelta, *, offline_licence: bool = False) -> Outcome:
+    """Apply one use to the book: draw lots; the rest is arrears (cloud inspections) or a rejection."""
+    if use.resource == AI and use.channel == "offline":
+        if offline_licence:
+            book.counters.offline_counted += use.quantity
+            return Deducted(use.usage_id, (), 0, offline_licence=True)
+        book.counters.rejected += use.quantity
+        return Rejected(use.usage_id, NO_OFFLINE_LICENCE)
+    draws, rest = allocate(list(book.lots.values()), use, now, grace)
+    if rest and use.resource == AI:
+        book.counters.rejected += use.quantity
+        return Rejected(use.usage_id, INSUFFICIENT_BALANCE)
+    for d in draws:
+        book.lots[d.lot_id].remaining -= d.quantity
+        book.touched.add(d.lot_id)
+    book.counters.drawn_by_usage += use.quantity - rest
+    if rest:
+        book.arrears.append(Arrear(use.usage_id, use.occurred_at, rest))
+        book.counters.arrears_recorded += rest
+    return Deducted(use.usage_id, tuple(draws), rest)
+
+
+def deduct_batch(books: dict[tuple[str, str], Book], uses: list[tuple[str, Use]], now: datetime,
+                 grace: timedelta, perpetual: set[str]) -> list[Outcome]:
+    """A batch of uses (org, use) in stream order, against books keyed by (org, resource)."""
+    return [deduct(books[(org, u.resource)], u, now, grace, offline_licence=org in perpetual) for org, u in uses]
+
+
+def credit(book: Book, lot: Lot) -> list[Offset]:
+    """Add a new lot; it first offsets the book's outstanding arrears, oldest first."""
+    book.lots[lot.lot_id] = lot
+    book.counters.purchased += lot.quantity
+    offsets: list[Offset] = []
+    for a in sorted(book.arrears, key=lambda a: (a.occurred_at, a.usage_id)):
+        if lot.remaining == 0:
+            break
+        if a.outstanding == 0:
+            continue
+        take = min(a.outstanding, lot.remaining)
+        a.outstanding -= take
+        lot.remaining -= take
+        offsets.append(Offset(a.usage_id, take, retention_until(a.occurred_at, lot.storage_years)))
+    book.arrears = [a for a in book.arrears if a.outstanding > 0]
+    book.counters.arrears_offset += sum(o.quantity for o in offsets)
+    return offsets
+
+
+def expiry_due(expires_at: datetime, now: datetime, grace: timedelta) -> bool:
+    return now >= expires_at + grace
+
+
+def expire(book: Book, lot_id: str, now: datetime, grace: timedelta) -> int | None:
+    """Forfeit a lot's remainder once due (expiry + grace); None if early or already expired."""
+    lot = book.lots.get(lot_id)
+    if lot is None or lot.expired or not expiry_due(lot.expires_at, now, grace):
+        return None
+    forfeited, lot.remaining, lot.expired, lot.forfeited = lot.remaining, 0, True, lot.remaining
+    book.touched.add(lot_id)
+    book.counters.forfeited += forfeited
+    return forfeited
+
+
+def new_lot(lot_id: str, quantity: int, storage_years: int | None, paid_at: datetime) -> Lot:
+    """A paid lot line: valid from paid_at for one calendar year."""
+    return Lot(lot_id, quantity, quantity, storage_years, paid_at, add_years(paid_at, 1))
+
+
+# ---------------------------------------------------------------- order lines
+
+
+class UnknownOrderLine(ValueError):
+    def __init__(self, line: int, detail: str):
+        super().__init__(f"line {line}: {detail}")
+        self.line = line
+
+
+def line_kind(sku: str) -> str:
+    if sku in LOT_SKUS:
+        return "lot"
+    if sku in LICENCE_SKUS:
+        return "licence"
+    if sku == AI_PERPETUAL:
+        return "perpetual"
+    if sku in ONE_TIME_SERVICES or sku == MAINTENANCE:
+        return "service"
+    return "unknown"
+
+
+def check_line(line: int, sku: str, *, quantity: int | None, storage_years: int | None,
+               months: int | None, feature: str | None, years: int | None) -> str:
+    """The kind of a paid line, or UnknownOrderLine when it cannot be credited."""
+    kind = line_kind(sku)
+    if kind == "unknown":
+        raise UnknownOrderLine(line, f"unknown sku {sku!r}")
+    if kind == "lot":
+        if not quantity or quantity < 1:
+            raise UnknownOrderLine(line, f"{sku} needs a positive quantity")
+        if LOT_SKUS[sku] == CLOUD and (not storage_years or storage_years < 1):
+            raise UnknownOrderLine(line, f"{sku} needs storage_years")
+    if kind == "licence":
+        if not months or months < 1:
+            raise UnknownOrderLine(line, f"{sku} needs months")
+        if sku == "SW-OPT" and feature not in OPTIONAL_FEATURES:
+            raise UnknownOrderLine(line, f"unknown feature {feature!r}")
+    if sku == MAINTENANCE and (not years or years < 1):
+        raise UnknownOrderLine(line, f"{sku} needs years")
+    return kind
+
+
+def licence_feature(sku: str, feature: str | None) -> str:
+    return BASIC if sku == "SW-BASIC" else (PERPETUAL_FEATURE if sku == AI_PERPETUAL else str(feature))
+
+
+def licence_id(org_id: str, feature: str) -> str:
+    return f"{org_id}:{feature}"
+
+
+# ---------------------------------------------------------------- licences and features
+
+
+@dataclass(frozen=True)
+class Licence:
+    starts_at: datetime
+    ends_at: datetime | None  # None: perpetual
+
+    def active(self, now: datetime) -> bool:
+        return self.starts_at <= now and (self.ends_at is None or now < self.ends_at)
+
+
+def renew(current: Licence | None, paid_at: datetime, months: int) -> tuple[Licence, datetime, datetime]:
+    """Stack a period of `months`: it starts at max(paid_at, current end). Returns the licence
+    after renewal (its run start is kept while the periods are contiguous) and the new period."""
+    if current is not None and current.ends_at is not None and current.ends_at >= paid_at:
+        start, run_start = current.ends_at, current.starts_at
+    else:
+        start = run_start = paid_at
+    end = add_months(start, months)
+    return Licence(run_start, end), start, end
+
+
+@dataclass(frozen=True)
+class FeatureState:
+    enabled: bool
+    until: datetime | None
+
+
+def basic_state(licences: dict[str, Licence], now: datetime) -> FeatureState:
+    basic = licences.get(BASIC)
+    if basic is not None and basic.active(now):
+        return FeatureState(True, basic.ends_at)
+    return FeatureState(False, None)
+
+
+def feature_state(licences: dict[str, Licence], feature: str, now: datetime) -> FeatureState:
+    """An optional feature is enabled only while its own licence and the Basic Edition are active;
+    `until` is the earlier of the two ends."""
+    if feature == BASIC:
+        return basic_state(licences, now)
+    basic, own = basic_state(licences, now), licences.get(feature)
+    if not basic.enabled or own is None or not own.active(now):
+        return FeatureState(False, None)
+    ends = [e for e in (basic.until, own.ends_at) if e is not None]
+    return FeatureState(True, min(ends) if ends else None)
+
+
+# ---------------------------------------------------------------- services
+
+
+def service_status(sku: str, status: str, accept_by: datetime | None, ends_at: datetime | None,
+                   now: datetime) -> str:
+    """The status shown now (deadlines count even before the expiry command arrived)."""
+    if status == "awaiting_acceptance" and accept_by is not None and now >= accept_by:
+        return "expired"
+    if status == "active" and ends_at is not None and now >= ends_at:
+        return "ended"
+    return status
+
+
+def acceptable(sku: str, status: str, accept_by: datetime | None, now: datetime) -> bool:
+    return sku in ONE_TIME_SERVICES and service_status(sku, status, accept_by, None, now) == "awaiting_acceptance"
+
+
+# ---------------------------------------------------------------- an account (for the properties)
+
+
+@dataclass
+class Account:
+    """A whole org+resource history applied message by message, with its inbox: what the service
+    does across transactions, in memory (used by the property tests and as the reference model)."""
+
+    resource: str
+    grace: timedelta
+    offline_licence: bool = False
+    book: Book = field(init=False)
+    seen: set[str] = field(default_factory=set)
+    ledger: list[tuple[str, object]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.book = Book(self.resource)
+
+    def apply(self, msg: Use | tuple[str, object], now: datetime) -> None:
+        if isinstance(msg, Use):
+            if msg.usage_id in self.seen:
+                return
+            self.seen.add(msg.usage_id)
+            self.ledger.append(("use", deduct(self.book, msg, now, self.grace, offline_licence=self.offline_licence)))
+            return
+        kind, arg = msg
+        if kind == "credit":
+            assert isinstance(arg, Lot)
+            if f"credit:{arg.lot_id}" in self.seen:
+                return
+            self.seen.add(f"credit:{arg.lot_id}")
+            lot = Lot(arg.lot_id, arg.quantity, arg.quantity, arg.storage_years, arg.credited_at, arg.expires_at)
+            self.ledger.append(("credit", (lot.lot_id, credit(self.book, lot))))
+        elif kind == "expire":
+            forfeited = expire(self.book, str(arg), now, self.grace)
+            if forfeited is not None:
+                self.ledger.append(("expire", (arg, forfeited)))

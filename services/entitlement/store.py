@@ -1,0 +1,281 @@
+"""All of entitlement's SQL: parameterised, set-based per batch (unnest arrays) on the hot path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from contracts.events import CloudEvent
+from services.entitlement import domain
+from services.entitlement.domain import Arrear, Book, Counters, Licence, Lot
+
+Key = tuple[str, str]  # (org_id, resource)
+
+
+# ---------------------------------------------------------------- balance locks and counters
+
+
+async def lock_balances(conn: asyncpg.Connection, keys: Iterable[Key]) -> None:
+    """Create the balance rows on first use, then lock them in one global order (no deadlocks
+    between instances or between the deduction, order and expiry consumers)."""
+    ordered = sorted(set(keys))
+    if not ordered:
+        return
+    orgs, res = [k[0] for k in ordered], [k[1] for k in ordered]
+    await conn.execute(
+        """INSERT INTO balances (org_id, resource)
+           SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING""",
+        orgs, res,
+    )
+    await conn.execute(
+        """SELECT 1 FROM balances b JOIN unnest($1::text[], $2::text[]) AS k(org_id, resource)
+             ON b.org_id = k.org_id AND b.resource = k.resource
+           ORDER BY b.org_id, b.resource FOR UPDATE OF b""",
+        orgs, res,
+    )
+
+
+async def add_counters(conn: asyncpg.Connection, deltas: dict[Key, Counters]) -> None:
+    rows = [(k, c) for k, c in deltas.items() if c.any()]
+    if not rows:
+        return
+    cols = ("purchased", "drawn_by_usage", "arrears_recorded", "arrears_offset", "forfeited",
+            "offline_counted", "rejected")
+    sets = ", ".join(f"{c} = b.{c} + v.{c}" for c in cols)
+    await conn.execute(
+        f"""UPDATE balances b SET {sets}
+            FROM unnest($1::text[], $2::text[], {", ".join(f"${i + 3}::bigint[]" for i in range(len(cols)))})
+                 AS v(org_id, resource, {", ".join(cols)})
+            WHERE b.org_id = v.org_id AND b.resource = v.resource""",
+        [k[0] for k, _ in rows], [k[1] for k, _ in rows],
+        *[[getattr(c, col) for _, c in rows] for col in cols],
+    )
+
+
+# ---------------------------------------------------------------- lots
+
+
+def _lot(r: asyncpg.Record) -> Lot:
+    return Lot(r["lot_id"], r["quantity"], r["remaining"], r["storage_years"], r["credited_at"],
+               r["expires_at"], r["status"] == "expired", r["forfeited"])
+
+
+async def drawable_lots(conn: asyncpg.Connection, keys: Iterable[Key], now: datetime,
+                        grace: timedelta) -> dict[Key, list[Lot]]:
+    """Active lots with something left that may still be drawn (not past expiry + grace)."""
+    keys = list(set(keys))
+    rows = await conn.fetch(
+        """SELECT l.* FROM lots l JOIN unnest($1::text[], $2::text[]) AS k(org_id, resource)
+             ON l.org_id = k.org_id AND l.resource = k.resource
+           WHERE l.status = 'active' AND l.remaining > 0 AND l.expires_at > $3""",
+        [k[0] for k in keys], [k[1] for k in keys], now - grace,
+    )
+    out: dict[Key, list[Lot]] = {k: [] for k in keys}
+    for r in rows:
+        out[(r["org_id"], r["resource"])].append(_lot(r))
+    return out
+
+
+async def save_remaining(conn: asyncpg.Connection, lots: Sequence[Lot]) -> None:
+    if not lots:
+        return
+    await conn.execute(
+        """UPDATE lots l SET remaining = v.remaining
+           FROM unnest($1::text[], $2::int[]) AS v(lot_id, remaining) WHERE l.lot_id = v.lot_id""",
+        [lot.lot_id for lot in lots], [lot.remaining for lot in lots],
+    )
+
+
+async def insert_lot(conn: asyncpg.Connection, org_id: str, resource: str, order_id: str, line: int,
+                     sku: str, lot: Lot) -> bool:
+    res = await conn.execute(
+        """INSERT INTO lots (lot_id, org_id, resource, order_id, line, sku, quantity, remaining,
+                             storage_years, credited_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING""",
+        lot.lot_id, org_id, resource, order_id, line, sku, lot.quantity, lot.remaining,
+        lot.storage_years, lot.credited_at, lot.expires_at,
+    )
+    return res.endswith(" 1")
+
+
+async def lot_keys(conn: asyncpg.Connection, lot_ids: Sequence[str]) -> dict[str, Key]:
+    rows = await conn.fetch("SELECT lot_id, org_id, resource FROM lots WHERE lot_id = ANY($1::text[])", list(lot_ids))
+    return {r["lot_id"]: (r["org_id"], r["resource"]) for r in rows}
+
+
+async def lot_for_expiry(conn: asyncpg.Connection, lot_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM lots WHERE lot_id = $1", lot_id)
+
+
+async def mark_expired(conn: asyncpg.Connection, lot_id: str, forfeited: int, at: datetime) -> None:
+    await conn.execute(
+        """UPDATE lots SET status = 'expired', remaining = 0, forfeited = $2, expired_at = $3
+           WHERE lot_id = $1""",
+        lot_id, forfeited, at,
+    )
+
+
+# ---------------------------------------------------------------- arrears
+
+
+async def insert_arrears(conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str, datetime, int]]) -> None:
+    """rows: (usage_id, org_id, resource, occurred_at, quantity)."""
+    if not rows:
+        return
+    await conn.execute(
+        """INSERT INTO arrears (usage_id, org_id, resource, occurred_at, quantity, outstanding)
+           SELECT u, o, r, t, q, q FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
+                                              $5::int[]) AS v(u, o, r, t, q)""",
+        *[list(col) for col in zip(*rows)],
+    )
+
+
+async def open_arrears(conn: asyncpg.Connection, org_id: str, resource: str) -> list[Arrear]:
+    rows = await conn.fetch(
+        """SELECT usage_id, occurred_at, outstanding FROM arrears
+           WHERE org_id = $1 AND resource = $2 AND outstanding > 0 ORDER BY occurred_at, usage_id""",
+        org_id, resource,
+    )
+    return [Arrear(r["usage_id"], r["occurred_at"], r["outstanding"]) for r in rows]
+
+
+async def save_outstanding(conn: asyncpg.Connection, changes: Sequence[tuple[str, int]]) -> None:
+    if not changes:
+        return
+    await conn.execute(
+        """UPDATE arrears a SET outstanding = v.outstanding
+           FROM unnest($1::text[], $2::int[]) AS v(usage_id, outstanding) WHERE a.usage_id = v.usage_id""",
+        [c[0] for c in changes], [c[1] for c in changes],
+    )
+
+
+# ---------------------------------------------------------------- licences
+
+
+async def orgs_with_perpetual(conn: asyncpg.Connection, orgs: Sequence[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT org_id FROM licences WHERE org_id = ANY($1::text[]) AND feature = $2",
+        list(orgs), domain.PERPETUAL_FEATURE,
+    )
+    return {r["org_id"] for r in rows}
+
+
+async def licence_for_update(conn: asyncpg.Connection, licence_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM licences WHERE licence_id = $1 FOR UPDATE", licence_id)
+
+
+async def upsert_licence(conn: asyncpg.Connection, licence_id: str, org_id: str, feature: str,
+                         lic: Licence) -> None:
+    await conn.execute(
+        """INSERT INTO licences (licence_id, org_id, feature, starts_at, ends_at)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (licence_id) DO UPDATE SET starts_at = EXCLUDED.starts_at,
+               ends_at = EXCLUDED.ends_at, status = 'active', ended_at = NULL""",
+        licence_id, org_id, feature, lic.starts_at, lic.ends_at,
+    )
+
+
+async def insert_period(conn: asyncpg.Connection, order_id: str, line: int, licence_id: str,
+                        start: datetime, end: datetime | None) -> None:
+    await conn.execute(
+        "INSERT INTO licence_periods VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        order_id, line, licence_id, start, end,
+    )
+
+
+async def end_licence(conn: asyncpg.Connection, licence_id: str, at: datetime) -> None:
+    await conn.execute("UPDATE licences SET status = 'expired', ended_at = $2 WHERE licence_id = $1", licence_id, at)
+
+
+async def licences_of(conn: asyncpg.Connection, org_id: str) -> dict[str, Licence]:
+    rows = await conn.fetch("SELECT feature, starts_at, ends_at FROM licences WHERE org_id = $1", org_id)
+    return {r["feature"]: Licence(r["starts_at"], r["ends_at"]) for r in rows}
+
+
+# ---------------------------------------------------------------- services
+
+
+async def insert_service(conn: asyncpg.Connection, **cols: Any) -> None:
+    names = list(cols)
+    await conn.execute(
+        f"""INSERT INTO services ({", ".join(names)}) VALUES ({", ".join(f"${i + 1}" for i in range(len(names)))})
+            ON CONFLICT DO NOTHING""",
+        *cols.values(),
+    )
+
+
+async def service_for_update(conn: asyncpg.Connection, service_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM services WHERE service_id = $1 FOR UPDATE", service_id)
+
+
+async def set_service_status(conn: asyncpg.Connection, service_id: str, status: str, at: datetime) -> None:
+    col = "accepted_at" if status == "accepted" else "closed_at"
+    await conn.execute(f"UPDATE services SET status = $2, {col} = $3 WHERE service_id = $1", service_id, status, at)
+
+
+async def services_of(conn: asyncpg.Connection, org_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM services WHERE org_id = $1 ORDER BY purchased_at, service_id", org_id)
+
+
+# ---------------------------------------------------------------- orders
+
+
+async def mark_fulfilled(conn: asyncpg.Connection, order_id: str, org_id: str, lines: int,
+                         paid_at: datetime, at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO fulfilled_orders VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        order_id, org_id, lines, paid_at, at,
+    )
+
+
+# ---------------------------------------------------------------- ledger
+
+
+async def append_ledger(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> None:
+    if not events:
+        return
+    await conn.execute(
+        """INSERT INTO ledger (event_id, org_id, resource, type, time, data)
+           SELECT e, o, r, t, ts, d::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                                        $5::timestamptz[], $6::text[]) AS v(e, o, r, t, ts, d)""",
+        [e.id for e in events], [e.subject for e in events],
+        [getattr(e.data, "resource", None) for e in events], [e.type for e in events],
+        [e.time for e in events], [e.data.model_dump_json() for e in events],
+    )
+
+
+async def ledger_page(conn: asyncpg.Connection, org_id: str, resource: str | None, after: int,
+                      limit: int) -> list[asyncpg.Record]:
+    if resource is None:
+        return await conn.fetch(
+            "SELECT * FROM ledger WHERE org_id = $1 AND seq > $2 ORDER BY seq LIMIT $3", org_id, after, limit
+        )
+    return await conn.fetch(
+        "SELECT * FROM ledger WHERE org_id = $1 AND resource = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        org_id, resource, after, limit,
+    )
+
+
+# ---------------------------------------------------------------- reads
+
+
+async def balance_rows(conn: asyncpg.Connection, org_id: str) -> dict[str, asyncpg.Record]:
+    rows = await conn.fetch("SELECT * FROM balances WHERE org_id = $1", org_id)
+    return {r["resource"]: r for r in rows}
+
+
+async def lots_of(conn: asyncpg.Connection, org_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM lots WHERE org_id = $1 ORDER BY resource, expires_at, credited_at, lot_id", org_id
+    )
+
+
+async def has_perpetual(conn: asyncpg.Connection, org_id: str) -> bool:
+    return bool(await orgs_with_perpetual(conn, [org_id]))
+
+
+def book_of(resource: str, lots: list[Lot]) -> Book:
+    return Book(resource, {lot.lot_id: lot for lot in lots})
