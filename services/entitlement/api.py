@@ -51,6 +51,13 @@ def _available(lots: list[Any], now: Any) -> int:
     return sum(r["remaining"] for r in lots if r["status"] == "active" and r["credited_at"] <= now < r["expires_at"])
 
 
+def _unforfeited(lots: list[Any]) -> int:
+    """The balance's `available`: the remaining of every lot not yet forfeited. A lot past its expiry
+    keeps its remainder here until the expire_lot command forfeits it (at most the late-usage
+    grace later), so purchased = available + drawn + forfeited holds at every moment (SPEC 4)."""
+    return sum(r["remaining"] for r in lots if r["status"] == "active")
+
+
 def _resource_balance(resource: str, bal: Any, lots: list[Any], now: Any) -> ResourceBalance:
     views = [
         LotView(lot_id=r["lot_id"], order_id=r["order_id"], sku=r["sku"], quantity=r["quantity"],
@@ -58,7 +65,7 @@ def _resource_balance(resource: str, bal: Any, lots: list[Any], now: Any) -> Res
                 expires_at=r["expires_at"], status=_lot_status(r, now))
         for r in lots
     ]
-    available = _available(lots, now)
+    available = _unforfeited(lots)
     g = (lambda c: int(bal[c])) if bal is not None else (lambda c: 0)
     return ResourceBalance(
         purchased=g("purchased"), available=available, used=g("drawn_by_usage") + g("arrears_recorded"),

@@ -186,7 +186,7 @@ class Handlers:
         out: list[CloudEvent[Any]] = []
         org = p.org_id
         for l in sorted(p.lines, key=lambda l: l.line):
-            kind, ref = domain.line_kind(l.sku), f"{p.order_id}#{l.line}"
+            kind, ref = domain.line_kind(l.sku), f"{p.order_id}.{l.line}"
             if kind == "lot":
                 out += await self._credit_lot(conn, p, l, ref, deltas)
             elif kind in ("licence", "perpetual"):

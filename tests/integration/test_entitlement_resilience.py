@@ -65,7 +65,7 @@ def expected(orders: list[Any], uses: list[Any]) -> tuple[dict[str, Any], dict[t
             accounts[(o.subject, res)] = Account(res, timedelta(seconds=2))
         for l in o.data.lines:
             res = domain.LOT_SKUS[l.sku]
-            lot = domain.new_lot(f"{o.data.order_id}#{l.line}", l.quantity,
+            lot = domain.new_lot(f"{o.data.order_id}.{l.line}", l.quantity,
                                  l.storage_years if res == domain.CLOUD else None, o.data.paid_at)
             accounts[(o.subject, res)].apply(("credit", lot), at)
     outcomes = {}

@@ -220,11 +220,11 @@ async def test_order_paid_credits_every_line_and_emits_order_fulfilled_last(svc,
     assert kinds == ["lot_credited", "lot_credited", "lot_credited", "licence_activated", "service_granted",
                      "service_granted", "licence_activated", "order_fulfilled"]
     lot0 = evs[0]["data"]
-    assert lot0["lot_id"] == f"{oid}#0" and lot0["resource"] == "cloud_inspection" and lot0["storage_years"] == 5
+    assert lot0["lot_id"] == f"{oid}.0" and lot0["resource"] == "cloud_inspection" and lot0["storage_years"] == 5
     assert same_instant(lot0["credited_at"], paid_at) and same_instant(lot0["expires_at"], add_years(paid_at, 1))
     assert evs[1]["data"]["resource"] == "ai_review" and evs[1]["data"]["storage_years"] is None
     assert evs[2]["data"]["storage_years"] == 20
-    assert evs[4]["data"]["service_id"] == f"{oid}#4"
+    assert evs[4]["data"]["service_id"] == f"{oid}.4"
     assert same_instant(evs[4]["data"]["accept_by"], add_years(paid_at, 1))
     assert same_instant(evs[5]["data"]["ends_at"], add_years(paid_at, 2))
     assert evs[6]["data"]["feature"] == "ai_perpetual" and evs[6]["data"]["ends_at"] is None
@@ -232,7 +232,7 @@ async def test_order_paid_credits_every_line_and_emits_order_fulfilled_last(svc,
     ci, ai = bal["cloud_inspection"], bal["ai_review"]
     assert (ci["purchased"], ci["available"], ai["purchased"], ai["available"]) == (4000, 4000, 2000, 2000)
     assert ai["offline_licence"] is True
-    assert {l["lot_id"]: l["status"] for l in ci["lots"]} == {f"{oid}#0": "active", f"{oid}#2": "active"}
+    assert {l["lot_id"]: l["status"] for l in ci["lots"]} == {f"{oid}.0": "active", f"{oid}.2": "active"}
 
 
 async def test_order_paid_redelivered_credits_each_line_exactly_once(svc, ledger, org):
@@ -258,7 +258,7 @@ async def test_crediting_a_lot_offsets_arrears_oldest_first_with_its_storage_yea
     kinds = [e["type"].rsplit(".", 1)[1] for e in ledger.events(lambda e: e["subject"] == org)][-3:]
     assert kinds == ["lot_credited", "arrears_offset", "order_fulfilled"]
     off = ledger.events(of("arrears_offset", org))[0]["data"]
-    assert off["lot_id"] == f"{oid}#0" and off["quantity"] == 7
+    assert off["lot_id"] == f"{oid}.0" and off["quantity"] == 7
     assert [(o["usage_id"], o["quantity"]) for o in off["offsets"]] == [(older.id, 3), (newer.id, 4)]
     assert same_instant(off["offsets"][0]["retention_until"], add_years(t, 10))
     bal = await svc.balance(org, "cloud_inspection")
@@ -286,13 +286,13 @@ async def test_deduction_draws_the_lot_expiring_first_and_may_span_lots(svc, led
     await send(svc.prod, first, span)
     got = await ledger.wait_for(of("usage_deducted", org, usage_id=span.id))
     allocs = got[0]["data"]["allocations"]
-    assert [(a["lot_id"], a["quantity"]) for a in allocs] == [(f"{early}#0", 1), (f"{late}#0", 4)]
+    assert [(a["lot_id"], a["quantity"]) for a in allocs] == [(f"{early}.0", 1), (f"{late}.0", 4)]
     occurred = span.data.occurred_at
     assert same_instant(allocs[0]["retention_until"], add_years(occurred, 2))
     assert same_instant(allocs[1]["retention_until"], add_years(occurred, 15))
     bal = await svc.balance(org, "cloud_inspection")
     assert {l["lot_id"]: (l["remaining"], l["status"]) for l in bal["lots"]} == {
-        f"{early}#0": (0, "depleted"), f"{late}#0": (996, "active")}
+        f"{early}.0": (0, "depleted"), f"{late}.0": (996, "active")}
 
 
 async def test_cloud_inspection_beyond_balance_is_recorded_as_arrears(svc, ledger, org):
@@ -362,7 +362,7 @@ async def test_late_use_draws_an_expired_lot_only_within_the_grace(svc, ledger, 
         svc.clock.pinned = expires + timedelta(seconds=1)  # inside the 2 s grace
         await send(svc.prod, within)
         got = (await ledger.wait_for(of("usage_deducted", org, usage_id=within.id)))[0]["data"]
-        assert [(a["lot_id"], a["quantity"]) for a in got["allocations"]] == [(f"{oid}#0", 2)]
+        assert [(a["lot_id"], a["quantity"]) for a in got["allocations"]] == [(f"{oid}.0", 2)]
         svc.clock.pinned = expires + timedelta(seconds=2)  # the grace has passed
         await send(svc.prod, after)
         got = (await ledger.wait_for(of("usage_deducted", org, usage_id=after.id)))[0]["data"]
@@ -392,19 +392,19 @@ async def test_expire_lot_forfeits_the_remainder_only_once_due_and_only_once(svc
         return command("expire_lot", org, ExpireLotData(org_id=org, lot_id=lot_id, expires_at=at))
 
     old_exp = add_years(paid, 1)
-    due = expire(f"{old}#0", old_exp)
-    await send(svc.prod, expire(f"{fresh}#0", add_years(now(), 1)), due, expire(f"{old}#1", old_exp), due,
-               expire(f"{old}#0", old_exp), expire(f"{old}#2", old_exp))  # the last one is the probe
-    await ledger.wait_for(of("lot_expired", org, lot_id=f"{old}#2"))
+    due = expire(f"{old}.0", old_exp)
+    await send(svc.prod, expire(f"{fresh}.0", add_years(now(), 1)), due, expire(f"{old}.1", old_exp), due,
+               expire(f"{old}.0", old_exp), expire(f"{old}.2", old_exp))  # the last one is the probe
+    await ledger.wait_for(of("lot_expired", org, lot_id=f"{old}.2"))
     got = ledger.events(of("lot_expired", org))
     assert sorted((e["data"]["lot_id"], e["data"]["forfeited"]) for e in got) == [
-        (f"{old}#0", 1000), (f"{old}#1", 0), (f"{old}#2", 2000)]
+        (f"{old}.0", 1000), (f"{old}.1", 0), (f"{old}.2", 2000)]
     probe = deduction(org, "cloud_inspection", 1)
     await send(svc.prod, probe)
     await ledger.wait_for(of("usage_deducted", org, usage_id=probe.id))
     bal = await svc.balance(org, "cloud_inspection")
     assert (bal["forfeited"], bal["purchased"], bal["available"]) == (3000, 4000, 999)
-    assert {l["lot_id"]: l["status"] for l in bal["lots"]}[f"{old}#0"] == "expired"
+    assert {l["lot_id"]: l["status"] for l in bal["lots"]}[f"{old}.0"] == "expired"
 
 
 async def test_expire_lot_waits_for_the_late_usage_grace(svc, ledger, org):
@@ -413,17 +413,17 @@ async def test_expire_lot_waits_for_the_late_usage_grace(svc, ledger, org):
     older = await credited(svc, ledger, org, line(0, "CI-QTY", quantity=1000, storage_years=1),
                            paid_at=paid - timedelta(days=30))
     exp = add_years(paid, 1)
-    cmd = command("expire_lot", org, ExpireLotData(org_id=org, lot_id=f"{oid}#0", expires_at=exp))
-    probe = command("expire_lot", org, ExpireLotData(org_id=org, lot_id=f"{older}#0",
+    cmd = command("expire_lot", org, ExpireLotData(org_id=org, lot_id=f"{oid}.0", expires_at=exp))
+    probe = command("expire_lot", org, ExpireLotData(org_id=org, lot_id=f"{older}.0",
                                                      expires_at=add_years(paid - timedelta(days=30), 1)))
     try:
         svc.clock.pinned = exp + timedelta(seconds=1)  # expired, but the 2 s grace is not over
         await send(svc.prod, cmd, probe)
-        await ledger.wait_for(of("lot_expired", org, lot_id=f"{older}#0"))
-        assert ledger.events(of("lot_expired", org, lot_id=f"{oid}#0")) == []
+        await ledger.wait_for(of("lot_expired", org, lot_id=f"{older}.0"))
+        assert ledger.events(of("lot_expired", org, lot_id=f"{oid}.0")) == []
         svc.clock.pinned = exp + timedelta(seconds=2)
         await send(svc.prod, cmd)  # the same command again, now due: its id was not burnt
-        got = await ledger.wait_for(of("lot_expired", org, lot_id=f"{oid}#0"))
+        got = await ledger.wait_for(of("lot_expired", org, lot_id=f"{oid}.0"))
         assert got[0]["data"]["forfeited"] == 1000
     finally:
         svc.clock.pinned = None
@@ -458,14 +458,14 @@ async def test_expire_service_expires_only_an_unaccepted_one_time_service_past_a
     fresh = await credited(svc, ledger, org, line(0, "SVC-DELIVERY", mode="remote"))
     past = add_years(bought, 1)
     cmds = [command("expire_service", org, ExpireServiceData(org_id=org, service_id=s, accept_by=past))
-            for s in (f"{old}#0", f"{fresh}#0", f"{old}#2", f"{old}#0", f"{old}#1")]  # the last: the probe
+            for s in (f"{old}.0", f"{fresh}.0", f"{old}.2", f"{old}.0", f"{old}.1")]  # the last: the probe
     await send(svc.prod, *cmds)
-    await ledger.wait_for(of("service_expired", org, service_id=f"{old}#1"))
+    await ledger.wait_for(of("service_expired", org, service_id=f"{old}.1"))
     assert sorted(e["data"]["service_id"] for e in ledger.events(of("service_expired", org))) == [
-        f"{old}#0", f"{old}#1"]
+        f"{old}.0", f"{old}.1"]
     views = {s["service_id"]: s["status"] for s in await svc.get(org, "/services")}
-    assert views == {f"{old}#0": "expired", f"{old}#1": "expired", f"{old}#2": "active",
-                     f"{fresh}#0": "awaiting_acceptance"}
+    assert views == {f"{old}.0": "expired", f"{old}.1": "expired", f"{old}.2": "active",
+                     f"{fresh}.0": "awaiting_acceptance"}
 
 
 async def test_end_maintenance_ends_it_only_after_ends_at(svc, ledger, org):
@@ -475,13 +475,13 @@ async def test_end_maintenance_ends_it_only_after_ends_at(svc, ledger, org):
     fresh = await credited(svc, ledger, org, line(0, "SVC-MAINTENANCE", years=2))
     end_old = add_years(bought, 1)
     cmds = [command("end_maintenance", org, EndMaintenanceData(org_id=org, service_id=s, ends_at=end_old))
-            for s in (f"{fresh}#0", f"{old}#0", f"{old}#0", f"{old}#1")]  # the last: the probe
+            for s in (f"{fresh}.0", f"{old}.0", f"{old}.0", f"{old}.1")]  # the last: the probe
     await send(svc.prod, *cmds)
-    await ledger.wait_for(of("maintenance_ended", org, service_id=f"{old}#1"))
+    await ledger.wait_for(of("maintenance_ended", org, service_id=f"{old}.1"))
     assert sorted(e["data"]["service_id"] for e in ledger.events(of("maintenance_ended", org))) == [
-        f"{old}#0", f"{old}#1"]
+        f"{old}.0", f"{old}.1"]
     views = {s["service_id"]: s["status"] for s in await svc.get(org, "/services")}
-    assert views == {f"{old}#0": "ended", f"{old}#1": "ended", f"{fresh}#0": "active"}
+    assert views == {f"{old}.0": "ended", f"{old}.1": "ended", f"{fresh}.0": "active"}
 
 
 # ---------------------------------------------------------------- bad input
@@ -538,7 +538,7 @@ async def test_balances_show_counters_and_every_lot(svc, ledger, org):
     ci = body["resources"]["cloud_inspection"]
     assert {k: ci[k] for k in ("purchased", "available", "used", "arrears", "forfeited")} == {
         "purchased": 2000, "available": 0, "used": 2001, "arrears": 1, "forfeited": 0}
-    assert ci["lots"][0]["lot_id"] == f"{oid}#0" and ci["lots"][0]["order_id"] == oid
+    assert ci["lots"][0]["lot_id"] == f"{oid}.0" and ci["lots"][0]["order_id"] == oid
     assert ci["lots"][0]["sku"] == "CI-QTY" and ci["lots"][0]["storage_years"] == 3
     ai = body["resources"]["ai_review"]
     assert (ai["available"], ai["offline_licence"], ai["lots"][0]["status"]) == (1000, False, "active")
@@ -589,17 +589,17 @@ async def test_service_acceptance_is_idempotent_and_refused_when_expired_or_main
     old = await credited(svc, ledger, org, line(0, "SVC-SCHEDULED", quantity=2), paid_at=now() - timedelta(days=400))
     async with httpx.AsyncClient(base_url=svc.url, headers=bearer(SECRET, org)) as c:
         url = f"/v1/orgs/{org}/services/{{}}/acceptance"
-        first = await c.post(url.format(f"{fresh}%230"))
-        second = await c.post(url.format(f"{fresh}%230"))
+        first = await c.post(url.format(f"{fresh}.0"))
+        second = await c.post(url.format(f"{fresh}.0"))
         assert first.status_code == second.status_code == 200
         assert first.json()["status"] == "accepted" and first.json() == second.json()
-        for sid in (f"{fresh}%231", f"{old}%230"):
+        for sid in (f"{fresh}.1", f"{old}.0"):
             r = await c.post(url.format(sid))
             assert r.status_code == 409 and r.json()["error"]["code"] == "SERVICE_NOT_ACCEPTABLE"
-        assert (await c.post(url.format("nope%230"))).status_code == 404
+        assert (await c.post(url.format("nope.0"))).status_code == 404
     await credited(svc, ledger, org, line(0, "AI-QTY", quantity=1000))  # the relay publishes in commit order
     got = ledger.events(of("service_accepted", org))
-    assert len(got) == 1 and got[0]["data"]["service_id"] == f"{fresh}#0"
+    assert len(got) == 1 and got[0]["data"]["service_id"] == f"{fresh}.0"
 
 
 async def test_ai_review_allowance_is_the_ai_balance_valid_now(svc, ledger, org):

@@ -99,7 +99,7 @@ def ledger(kind: str, org_id: str, data):  # type: ignore[no-untyped-def]
 
 def lot_credited(org_id: str, lot_id: str, expires_at: datetime, quantity: int = 1000):
     return ledger("lot_credited", org_id, LotCreditedData(
-        org_id=org_id, lot_id=lot_id, order_id=lot_id.split("#")[0], line=0, sku="CI-QTY",
+        org_id=org_id, lot_id=lot_id, order_id=lot_id.rsplit(".", 1)[0], line=0, sku="CI-QTY",
         resource="cloud_inspection", quantity=quantity, storage_years=1,
         credited_at=expires_at - 365 * DAY, expires_at=expires_at,
     ))
@@ -232,7 +232,7 @@ async def test_command_claimed_before_a_crash_is_published_after_restart(setting
 
 async def test_two_sweepers_command_each_due_item_once(settings, fresh_db, group, kafka):
     orgs = [f"org-{uuid.uuid4().hex[:10]}" for _ in range(6)]
-    lots = [(org, f"{org}-o{n}#0") for org in orgs for n in range(25)]
+    lots = [(org, f"{org}-o{n}.0") for org in orgs for n in range(25)]
     async with running(settings, fresh_db, group) as a, running(settings, fresh_db, group) as b, \
             TopicReader(settings.kafka_bootstrap, topics.EXPIRY_COMMANDS) as commands:
         expires_at = datetime.now(timezone.utc) + timedelta(seconds=2)

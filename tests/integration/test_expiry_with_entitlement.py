@@ -65,7 +65,7 @@ async def test_lot_remainder_forfeited_after_grace_and_late_use_within_grace_dra
             await kafka.send_and_wait(topic, encode(event), key=org_id.encode())
 
         order_id = f"o-{tag}"
-        lot_id = f"{order_id}#0"
+        lot_id = f"{order_id}.0"
         # Paid (almost) a year ago: the lot expires in a few seconds.
         await send(topics.ORDERS, _order_paid(org_id, order_id, add_years(datetime.now(timezone.utc) + timedelta(seconds=8), -1)))
         [credited] = await ledger.wait_for(mine("lot_credited", lot_id=lot_id), timeout=60)

@@ -17,7 +17,7 @@ CREATE TABLE balances (
 );
 
 CREATE TABLE lots (
-    lot_id        text        PRIMARY KEY,           -- {order_id}#{line}
+    lot_id        text        PRIMARY KEY,           -- {order_id}.{line}
     org_id        text        NOT NULL,
     resource      text        NOT NULL,
     order_id      text        NOT NULL,
@@ -69,7 +69,7 @@ CREATE TABLE licence_periods (
 );
 
 CREATE TABLE services (
-    service_id   text        PRIMARY KEY,            -- {order_id}#{line}
+    service_id   text        PRIMARY KEY,            -- {order_id}.{line}
     org_id       text        NOT NULL,
     order_id     text        NOT NULL,
     line         int         NOT NULL,
