@@ -48,7 +48,7 @@ class Api:
         return cls(auth.mint(s.auth_secret, "org", org_id), service_urls(s))
 
     def call(self, service: str, method: str, path: str, **kw: Any) -> Any:
-        headers = {"Authorization": f"Bearer {self.token}"}
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             r = httpx.request(method, self.urls[service] + path, headers=headers, timeout=self.timeout, **kw)
         except httpx.HTTPError as e:

@@ -8,7 +8,7 @@ import pytest
 
 from cli.client import CliError
 from shared.clock import add_months, add_years
-from tests.e2e.helpers import buy, eventually, now, onboard, parse
+from tests.e2e.helpers import buy, eventually, ledger, now, of_kind, onboard, parse
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,10 @@ async def test_feature_is_disabled_when_basic_edition_has_lapsed(stack, org_id):
     await buy(stack.admin, org_id, [{"sku": "SW-BASIC", "months": 1},
                                     {"sku": "SW-OPT", "months": 12, "feature": "data_statistics"}],
               paid_at=now() - timedelta(days=62))
-    f = await eventually(lambda: stack.admin.features(org_id), lambda f: f["basic"]["until"] is not None)
+    activated = await eventually(lambda: of_kind(ledger(stack.admin, org_id), "licence_activated"),
+                                 lambda a: len(a) == 2)
+    assert {a["feature"] for a in activated} == {"basic", "data_statistics"}
+    f = stack.admin.features(org_id)
     assert f["basic"]["active"] is False
     assert f["features"]["data_statistics"]["enabled"] is False
 
