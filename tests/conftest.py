@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -10,8 +11,22 @@ from shared.config import Settings
 from tests.support.infra import Infra, infra
 
 
-def _needs_infra(items: list[pytest.Item]) -> bool:
-    return any("/unit/" not in str(i.fspath) for i in items)
+_STAGE = {"unit": 0, "integration": 1, "e2e": 2}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Unit, then integration, then e2e. The e2e stack (session-scoped subprocesses using the
+    production consumer groups) must not run while integration tests consume the same topics."""
+    items.sort(key=lambda i: _STAGE.get(i.path.parent.name, 1))
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so fixtures stop the brokers, databases and
+# service processes they started instead of leaving them behind.
+signal.signal(signal.SIGTERM, _terminate_as_interrupt)
 
 
 @pytest.fixture(scope="session")
