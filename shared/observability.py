@@ -43,7 +43,7 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiokafka", "kafka"):
+    for noisy in ("aiokafka", "kafka", "faststream"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
