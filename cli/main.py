@@ -31,7 +31,7 @@ app.add_typer(order_app, name="order")
 app.add_typer(usage_app, name="usage")
 app.add_typer(ledger_app, name="ledger")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def _now() -> str:
