@@ -103,6 +103,22 @@ async def test_usage_draws_the_lot_that_expires_first_and_spans_lots_with_its_re
     assert_conservation(stack.admin, org_id)
 
 
+async def test_lots_expiring_together_are_drawn_by_credit_time_then_smaller_lot_id(stack, org_id):
+    await onboard(stack.admin, org_id)
+    order = await buy(stack.admin, org_id, [{"sku": "CI-QTY", "quantity": 1000, "storage_years": 15},
+                                            {"sku": "CI-QTY", "quantity": 1000, "storage_years": 1}])
+    b = await eventually(lambda: stack.admin.balances(org_id), lambda b: ci(b)["purchased"] == 2000)
+    first, second = sorted(ci(b)["lots"], key=lambda lot: lot["lot_id"])
+    assert first["expires_at"] == second["expires_at"] and first["credited_at"] == second["credited_at"]
+    ev = usage(org_id, quantity=1200)
+    stack.admin.send_usage([ev])
+    b = await eventually(lambda: stack.admin.balances(org_id), lambda b: ci(b)["used"] == 1200)
+    remaining = {lot["lot_id"]: lot["remaining"] for lot in ci(b)["lots"]}
+    assert remaining == {first["lot_id"]: 0, second["lot_id"]: 800}
+    assert first["lot_id"].startswith(order["order_id"])
+    assert_conservation(stack.admin, org_id)
+
+
 async def test_storage_beyond_balance_is_arrears_offset_oldest_first_by_next_lot(stack, org_id):
     await onboard(stack.admin, org_id)
     await buy(stack.admin, org_id, [{"sku": "CI-QTY", "quantity": 1000, "storage_years": 1}])
