@@ -35,7 +35,10 @@ def real_infra(request: pytest.FixtureRequest) -> Iterator[Infra]:
     with infra() as i:
         os.environ["AIMIS_KAFKA_BOOTSTRAP"] = i.bootstrap
         os.environ["AIMIS_DATABASE_URL"] = i.dsn
-        print(f"\n[infra] kafka={i.bootstrap} postgres={i.dsn} via {i.how}")
+        # Shown even under capture, so the CI log says which real broker and database ran the tests.
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            print(f"\n[infra] real Kafka {i.bootstrap} and PostgreSQL {i.dsn} via {i.how}", flush=True)
         yield i
 
 
