@@ -27,6 +27,7 @@ class Stack:
     urls: dict[str, str]
     admin: Api
     procs: dict[str, ServiceProcess]
+    infra: Infra
 
     def org_api(self, org_id: str) -> Api:
         return Api(auth.mint(SECRET, "org", org_id), self.urls)
@@ -40,6 +41,7 @@ async def stack(real_infra: Infra) -> AsyncIterator[Stack]:
     db = f"e2e_{uuid.uuid4().hex[:8]}"
     admin_conn = await asyncpg.connect(real_infra.dsn)
     await admin_conn.execute(f"CREATE DATABASE {db}")
+    await admin_conn.close()
     dsn = real_infra.dsn.rsplit("/", 1)[0] + "/" + db
     logs = Path(tempfile.mkdtemp(prefix="aimis-e2e-logs-"))
     env = {
@@ -57,7 +59,7 @@ async def stack(real_infra: Infra) -> AsyncIterator[Stack]:
         for p in procs.values():
             await p.start()
         urls = {s: p.url for s, p in procs.items()}
-        yield Stack(real_infra.bootstrap, urls, Api(auth.mint(SECRET, "admin"), urls), procs)
+        yield Stack(real_infra.bootstrap, urls, Api(auth.mint(SECRET, "admin"), urls), procs, real_infra)
     finally:
         for p in procs.values():
             p.stop()
@@ -66,5 +68,6 @@ async def stack(real_infra: Infra) -> AsyncIterator[Stack]:
             if log.exists():
                 tail = log.read_text(errors="replace").splitlines()[-5:]
                 print(f"\n[{s} log tail]", *tail, sep="\n  ")
+        admin_conn = await asyncpg.connect(real_infra.dsn)  # a fresh one: the server may have restarted
         await admin_conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         await admin_conn.close()

@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,9 @@ class Infra:
     bootstrap: str
     dsn: str
     how: str
+    # deploy/local only: stop and start the broker / the database in place (same data, same port)
+    restart_kafka: Callable[[], None] | None = None
+    restart_postgres: Callable[[], None] | None = None
 
 
 def free_port() -> int:
@@ -55,8 +58,20 @@ def _local() -> Iterator[Infra]:
         subprocess.run([str(LOCAL / "kafka.sh"), "start", str(kdir), str(kport), str(cport)], check=True)
         subprocess.run([str(LOCAL / "postgres.sh"), "start", str(pdir), str(pport)], check=True)
         bootstrap = f"127.0.0.1:{kport}"
-        subprocess.run([str(ROOT / ".venv/bin/python"), str(LOCAL / "wait_kafka.py"), bootstrap, "90"], check=True)
-        yield Infra(bootstrap, f"postgresql://postgres@127.0.0.1:{pport}/aimis", "deploy/local")
+        wait = [str(ROOT / ".venv/bin/python"), str(LOCAL / "wait_kafka.py"), bootstrap, "90"]
+        subprocess.run(wait, check=True)
+
+        def restart_kafka() -> None:
+            subprocess.run([str(LOCAL / "kafka.sh"), "stop", str(kdir)], check=True)
+            subprocess.run([str(LOCAL / "kafka.sh"), "start", str(kdir), str(kport), str(cport)], check=True)
+            subprocess.run(wait, check=True)
+
+        def restart_postgres() -> None:
+            subprocess.run([str(LOCAL / "postgres.sh"), "stop", str(pdir)], check=True)
+            subprocess.run([str(LOCAL / "postgres.sh"), "start", str(pdir), str(pport)], check=True)
+
+        yield Infra(bootstrap, f"postgresql://postgres@127.0.0.1:{pport}/aimis", "deploy/local",
+                    restart_kafka, restart_postgres)
     finally:
         subprocess.run([str(LOCAL / "kafka.sh"), "stop", str(kdir)], check=False)
         subprocess.run([str(LOCAL / "postgres.sh"), "stop", str(pdir)], check=False)
