@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
 from contracts.events import CloudEvent, new_event
-from shared import db, errors, kafka, migrate, observability
+from shared import db, errors, kafka, migrate, observability, outbox
 from shared.clock import Clock
 from shared.config import Settings, get_settings
 from shared.outbox import Relay
@@ -83,6 +83,7 @@ class Runtime:
         await self.publisher.start()
         self.relay = Relay(s.database_url, self.schema, self.publisher)
         self.relay.start()
+        await self._spawn(self._housekeeping, f"{self.name}-outbox-housekeeping")
         for hook in self.on_start:
             await hook(self)
         log.info("%s started", self.name)
@@ -105,6 +106,21 @@ class Runtime:
         if self.pool:
             await self.pool.close()
         log.info("%s stopped", self.name)
+
+    async def _housekeeping(self, every_s: float = 3600.0, keep_s: int = 86_400) -> None:
+        """Delete outbox rows published more than `keep_s` ago, every `every_s`."""
+        while True:
+            try:
+                assert self.pool is not None
+                async with self.pool.acquire() as conn:
+                    purged = await outbox.purge_sent(conn, keep_s)
+                if purged:
+                    log.info("%s: purged %d sent outbox rows", self.name, purged)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - housekeeping never stops the service
+                log.warning("%s: outbox housekeeping failed: %r", self.name, e)
+            await asyncio.sleep(every_s)
 
     async def kafka_ready(self) -> bool:
         try:

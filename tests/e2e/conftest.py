@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -68,6 +69,7 @@ async def stack(real_infra: Infra) -> AsyncIterator[Stack]:
             if log.exists():
                 tail = log.read_text(errors="replace").splitlines()[-5:]
                 print(f"\n[{s} log tail]", *tail, sep="\n  ")
+        shutil.rmtree(logs, ignore_errors=True)
         admin_conn = await asyncpg.connect(real_infra.dsn)  # a fresh one: the server may have restarted
         await admin_conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         await admin_conn.close()

@@ -152,3 +152,21 @@ async def test_migrations_from_empty_give_the_schema_and_rerun_is_noop(fresh_db)
         assert tables == {"schema_migrations", "outbox", "inbox", "effects"}
     finally:
         await conn.close()
+
+
+async def test_sent_outbox_rows_are_purged_after_a_day_unsent_ones_never(settings, fresh_db, org_id):
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        await migrate.migrate(conn, "foundation", MIGRATIONS)
+        await conn.execute("SET search_path TO foundation")
+        rt = _runtime(settings, fresh_db)
+        old, recent, unsent = (_reminder(rt, org_id) for _ in range(3))
+        await outbox.add(conn, [old, recent, unsent])
+        await conn.execute("UPDATE outbox SET sent_at = now() - interval '2 days', created_at = now() - interval '2 days' WHERE event_id = $1", old.id)
+        await conn.execute("UPDATE outbox SET sent_at = now() WHERE event_id = $1", recent.id)
+        await conn.execute("UPDATE outbox SET created_at = now() - interval '9 days' WHERE event_id = $1", unsent.id)
+        assert await outbox.purge_sent(conn, 86_400) == 1
+        left = {r["event_id"] for r in await conn.fetch("SELECT event_id FROM outbox")}
+        assert left == {recent.id, unsent.id}
+    finally:
+        await conn.close()
