@@ -24,6 +24,7 @@ def create_app(
     rt.consume(topics.ORDERS, OrdersConsumer(rt))
     rt.consume(topics.USAGE, UsageConsumer(rt, catch_up))
     rt.background(catch_up.watch, "metering-orders-catch-up")
+    rt.on_stop.append(catch_up.close)
     app = rt.http_app(
         api.router,
         title="AIMIS metering",

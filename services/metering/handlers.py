@@ -37,6 +37,12 @@ ACCEPTED = Counter("aimis_usage_accepted_total", "Usage events forwarded as dedu
 REJECTED = Counter("aimis_usage_rejected_total", "Usage events sent to the rejected-usage topic", ["reason"])
 
 
+ORDERS_WAITS = Counter(
+    "aimis_metering_orders_waits_total",
+    "UNKNOWN_ORG decisions that first waited for the orders topic to be read up to now",
+)
+
+
 class OrdersCatchUp:
     """Whether the agreements that existed when this process started have been read.
 
@@ -48,6 +54,7 @@ class OrdersCatchUp:
     def __init__(self, rt: Runtime, poll_s: float = 0.25):
         self.rt, self.poll_s = rt, poll_s
         self.ready = asyncio.Event()
+        self._offsets_consumer: AIOKafkaConsumer | None = None
 
     async def watch(self) -> None:
         while not self.ready.is_set():
@@ -84,16 +91,57 @@ class OrdersCatchUp:
         finally:
             await c.stop()
 
+    async def read_up_to_now(self, timeout_s: float) -> bool:
+        """Wait (at most timeout_s) until the group has committed, on the orders topic, everything
+        that was there when this was called: every agreement recorded before now is then in
+        known_orgs. True when caught up."""
+        c = await self._offsets()
+        tps = [TopicPartition(topics.ORDERS, p) for p in await _partitions(self.rt.settings.kafka_bootstrap)]
+        ends = await c.end_offsets(tps)
+        begins = await c.beginning_offsets(tps)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            behind = [tp for tp in tps if ends[tp] > begins[tp] and ((await c.committed(tp)) or 0) < ends[tp]]
+            if not behind:
+                return True
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+
+    async def _offsets(self) -> AIOKafkaConsumer:
+        """A consumer of this group that never subscribes: it only reads offsets."""
+        if self._offsets_consumer is None:
+            c = AIOKafkaConsumer(
+                bootstrap_servers=self.rt.settings.kafka_bootstrap, group_id=self.rt.group_id,
+                enable_auto_commit=False, client_id=f"{self.rt.group_id}-offsets",
+            )
+            await c.start()
+            self._offsets_consumer = c
+        return self._offsets_consumer
+
+    async def close(self, _: Any = None) -> None:
+        if self._offsets_consumer is not None:
+            await self._offsets_consumer.stop()
+            self._offsets_consumer = None
+
     async def settled_known_orgs(self, pool: Any, orgs: set[str], wait_s: float) -> set[str]:
-        """known_orgs for `orgs`; when some are missing before catch-up, wait (up to wait_s) and re-read."""
+        """known_orgs for `orgs`. When some are missing, first make sure the agreements recorded
+        before now have been read (at start-up: also those before start-up), then re-read."""
         known = await store.known_orgs(pool, orgs)
-        if known != orgs and not self.ready.is_set():
+        if known == orgs:
+            return known
+        ORDERS_WAITS.inc()
+        if not self.ready.is_set():
             try:
                 await asyncio.wait_for(self.ready.wait(), timeout=wait_s)
             except asyncio.TimeoutError:
                 log.warning("orders topic not caught up after %.0f s; deciding UNKNOWN_ORG anyway", wait_s)
-            known = await store.known_orgs(pool, orgs)
-        return known
+        try:
+            if not await self.read_up_to_now(min(wait_s, STEADY_WAIT_S)):
+                log.warning("orders topic not read up to now within %.0f s; deciding UNKNOWN_ORG anyway", STEADY_WAIT_S)
+        except Exception as e:  # noqa: BLE001 - Kafka unreachable: decide on what is known
+            log.warning("could not check the orders topic position: %r", e)
+        return await store.known_orgs(pool, orgs)
 
 
 async def _partitions(bootstrap: str) -> list[int]:
@@ -107,6 +155,7 @@ async def _partitions(bootstrap: str) -> list[int]:
 
 
 CATCH_UP_WAIT_S = 60.0  # a usage batch with not-yet-known orgs waits this long at most at start-up
+STEADY_WAIT_S = 10.0  # after start-up: for the agreements recorded up to now to be read
 
 
 class UsageConsumer:

@@ -41,10 +41,12 @@ class Metering:
     settings: Settings
     url: str = ""
     rt: Runtime | None = None
+    app: Any = None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     async def start(self) -> None:
         app = create_app(self.settings)
+        self.app = app
         self.rt = app.state.runtime
         self._stack = contextlib.AsyncExitStack()
         self.url = await self._stack.enter_async_context(serve_in_process(app))
@@ -467,3 +469,32 @@ async def test_http_ingestion_with_an_invalid_item_rejects_all_and_publishes_not
             assert (await c.post("/v1/usage", json=good)).status_code == 401
         await usage_topic.settle(1.0)
         assert not usage_topic.events(lambda e: e.get("id") in (good["id"], unknown["id"]))
+
+
+async def test_unknown_org_is_decided_only_after_the_orders_topic_is_read_up_to_now(metering, send, org_id):
+    """Usage consumed before its (earlier) agreement has been stored must not be rejected
+    UNKNOWN_ORG: the decision first waits until the orders topic is read up to that moment."""
+    catch_up = metering.app.state.orders_catch_up
+    blocker = await asyncpg.connect(metering.settings.database_url)
+    tx = blocker.transaction()
+    await tx.start()
+    released = False
+    try:
+        # Hold metering's orders consumer back: it cannot store the agreement while this lock is held.
+        await blocker.execute("LOCK TABLE metering.known_orgs IN SHARE MODE")
+        now = datetime.now(timezone.utc)
+        data = AgreementRecordedData(org_id=org_id, agreement_ref="AGR-race", signed_at=now, recorded_at=now)
+        await send([(org_id, encode(new_event("aimis.orders.agreement_recorded", org_id, data, "/aimis/order")))],
+                   topic=topics.ORDERS)
+        await wait_until(lambda: metering.pool.fetchval(
+            """SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+               WHERE NOT l.granted AND c.relname = 'known_orgs'"""), timeout=30)
+        assert await catch_up.read_up_to_now(timeout_s=1.0) is False  # the agreement is not stored yet
+        deciding = asyncio.create_task(catch_up.settled_known_orgs(metering.pool, {org_id}, wait_s=60))
+        await tx.rollback()
+        released = True
+        assert await deciding == {org_id}
+    finally:
+        if not released:
+            await tx.rollback()
+        await blocker.close()
