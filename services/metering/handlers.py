@@ -55,6 +55,7 @@ class OrdersCatchUp:
         self.rt, self.poll_s = rt, poll_s
         self.ready = asyncio.Event()
         self._offsets_consumer: AIOKafkaConsumer | None = None
+        self._offsets_lock = asyncio.Lock()
 
     async def watch(self) -> None:
         while not self.ready.is_set():
@@ -67,36 +68,18 @@ class OrdersCatchUp:
                 await asyncio.sleep(1.0)
 
     async def _watch_once(self) -> None:
-        c = AIOKafkaConsumer(
-            bootstrap_servers=self.rt.settings.kafka_bootstrap, group_id=self.rt.group_id,
-            enable_auto_commit=False, client_id=f"{self.rt.group_id}-catch-up",
-        )
-        await c.start()
-        try:
-            tps = [TopicPartition(topics.ORDERS, p) for p in await _partitions(self.rt.settings.kafka_bootstrap)]
-            if not tps:
-                raise RuntimeError(f"no partitions for {topics.ORDERS} yet")
-            ends = await c.end_offsets(tps)
-            begins = await c.beginning_offsets(tps)
-            while True:
-                behind = [
-                    tp for tp in tps
-                    if ends[tp] > begins[tp] and ((await c.committed(tp)) or 0) < ends[tp]
-                ]
-                if not behind:
-                    self.ready.set()
-                    log.info("metering has read the agreements recorded before it started")
-                    return
-                await asyncio.sleep(self.poll_s)
-        finally:
-            await c.stop()
+        await self.read_up_to_now(timeout_s=float("inf"), poll_s=self.poll_s)
+        self.ready.set()
+        log.info("metering has read the agreements recorded before it started")
 
-    async def read_up_to_now(self, timeout_s: float) -> bool:
+    async def read_up_to_now(self, timeout_s: float, poll_s: float = 0.02) -> bool:
         """Wait (at most timeout_s) until the group has committed, on the orders topic, everything
         that was there when this was called: every agreement recorded before now is then in
         known_orgs. True when caught up."""
         c = await self._offsets()
         tps = [TopicPartition(topics.ORDERS, p) for p in await _partitions(self.rt.settings.kafka_bootstrap)]
+        if not tps:
+            raise RuntimeError(f"no partitions for {topics.ORDERS} yet")
         ends = await c.end_offsets(tps)
         begins = await c.beginning_offsets(tps)
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -106,17 +89,18 @@ class OrdersCatchUp:
                 return True
             if asyncio.get_running_loop().time() > deadline:
                 return False
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(poll_s)
 
     async def _offsets(self) -> AIOKafkaConsumer:
-        """A consumer of this group that never subscribes: it only reads offsets."""
-        if self._offsets_consumer is None:
-            c = AIOKafkaConsumer(
-                bootstrap_servers=self.rt.settings.kafka_bootstrap, group_id=self.rt.group_id,
-                enable_auto_commit=False, client_id=f"{self.rt.group_id}-offsets",
-            )
-            await c.start()
-            self._offsets_consumer = c
+        """A consumer of this group that never subscribes: it only reads offsets (created once)."""
+        async with self._offsets_lock:
+            if self._offsets_consumer is None:
+                c = AIOKafkaConsumer(
+                    bootstrap_servers=self.rt.settings.kafka_bootstrap, group_id=self.rt.group_id,
+                    enable_auto_commit=False, client_id=f"{self.rt.group_id}-offsets",
+                )
+                await c.start()
+                self._offsets_consumer = c
         return self._offsets_consumer
 
     async def close(self, _: Any = None) -> None:

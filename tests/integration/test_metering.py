@@ -347,6 +347,7 @@ async def test_unknown_org_is_decided_only_after_the_agreements_queued_before_st
     finally:
         watcher.cancel()
         lookup.cancel()
+        await catch_up.close()
 
 
 async def test_agreement_consumer_skips_bad_records_and_ignores_other_order_events(metering, send, org_id):
