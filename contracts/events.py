@@ -410,7 +410,8 @@ def parse_event(raw: bytes | str | dict[str, Any], allowed: set[str] | None = No
         data = model.model_validate(env.data)
     except ValidationError as e:
         raise EventError("SCHEMA_VIOLATION", _summary(e), ("data", *_first_loc(e))) from None
-    return env.model_copy(update={"data": data})
+    # Already validated: re-type the envelope as CloudEvent[Any] so it serializes `data` by its model.
+    return CloudEvent[Any].model_construct(_fields_set=env.model_fields_set, **{**dict(env), "data": data})
 
 
 def _first_loc(e: Any) -> tuple[Any, ...]:
