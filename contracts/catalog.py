@@ -1,15 +1,4 @@
-"""The product vocabulary that crosses service boundaries: SKUs and software features (SPEC 2.2-2.5)."""
-
-SKUS = (
-    "CI-QTY", "CI-ANNUAL", "AI-QTY", "AI-PERPETUAL", "SW-BASIC", "SW-OPT",
-    "SVC-DELIVERY", "SVC-SCHEDULED", "SVC-MAINTENANCE",
-)
-
-# SW-BASIC, the Basic Edition: mandatory and indivisible.
-BASIC_EDITION_MODULES = (
-    "inspection_management", "report_management", "image_browsing", "hospital_management",
-    "doctor_management", "cloud_film_configuration", "data_management", "log_audit",
-)
+"""The product vocabulary that crosses service boundaries (SPEC 2.4): the SW-OPT features."""
 
 # SW-OPT `feature` values.
 OPTIONAL_FEATURES = (

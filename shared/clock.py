@@ -46,8 +46,4 @@ def add_months(at: datetime, months: int) -> datetime:
     return at.replace(year=year, month=month, day=day)
 
 
-def utc(at: datetime) -> datetime:
-    return at.astimezone(timezone.utc)
-
-
-__all__ = ["Clock", "FixedClock", "add_years", "add_months", "utc", "timedelta"]
+__all__ = ["Clock", "FixedClock", "add_years", "add_months", "timedelta"]

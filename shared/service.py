@@ -145,6 +145,13 @@ class Runtime:
         app.state.settings = self.settings
         app.state.runtime = self
         errors.install(app)
+
+        @app.middleware("http")
+        async def count_requests(request: Any, call_next: Any) -> Any:
+            response = await call_next(request)
+            observability.HTTP_REQUESTS.labels(self.name, str(response.status_code)).inc()
+            return response
+
         app.include_router(observability.health_router({"database": self.db_ready, "kafka": self.kafka_ready}))
         for r in routers:
             app.include_router(r)

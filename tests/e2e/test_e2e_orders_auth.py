@@ -87,6 +87,7 @@ async def test_every_service_serves_health_readiness_metrics_and_openapi(stack):
     import httpx
 
     for name, url in stack.urls.items():
-        for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        for path in ("/healthz", "/readyz", "/openapi.json", "/metrics"):
             r = httpx.get(url + path, timeout=10)
             assert r.status_code == 200, (name, path)
+        assert 'aimis_http_requests_total{service=' in r.text and 'status="200"' in r.text, name
