@@ -13,19 +13,22 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from contracts import catalog
+from contracts.skus import AI as AI
+from contracts.skus import CLOUD as CLOUD
+from contracts.skus import REGISTRY, Choice, Kind, Registry
+from contracts.skus import RESOURCES as RESOURCES
 from shared.clock import add_months, add_years
 
-CLOUD = "cloud_inspection"
-AI = "ai_review"
-RESOURCES = (CLOUD, AI)
-
-LOT_SKUS = {"CI-QTY": CLOUD, "CI-ANNUAL": CLOUD, "AI-QTY": AI}
-LICENCE_SKUS = {"SW-BASIC", "SW-OPT"}
-ONE_TIME_SERVICES = {"SVC-DELIVERY", "SVC-SCHEDULED"}
-MAINTENANCE = "SVC-MAINTENANCE"
-AI_PERPETUAL = "AI-PERPETUAL"
-PERPETUAL_FEATURE = "ai_perpetual"
-BASIC = "basic"
+# What crediting does with each SKU, derived from the SKU registry (contracts/skus.py).
+LOT_SKUS = REGISTRY.lot_resources()  # lot sku -> resource
+LICENCE_SKUS = REGISTRY.of_kind(Kind.LICENCE)
+ONE_TIME_SERVICES = REGISTRY.of_kind(Kind.SERVICE)
+MAINTENANCE_SKUS = REGISTRY.of_kind(Kind.MAINTENANCE)
+PERPETUAL_SKUS = REGISTRY.of_kind(Kind.PERPETUAL)
+(MAINTENANCE,) = MAINTENANCE_SKUS  # the one of each today; code that compares names uses these
+(AI_PERPETUAL,) = PERPETUAL_SKUS
+PERPETUAL_FEATURE = str(REGISTRY[AI_PERPETUAL].licence)
+BASIC = str(REGISTRY["SW-BASIC"].licence)
 OPTIONAL_FEATURES = catalog.OPTIONAL_FEATURES
 
 INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
@@ -237,41 +240,51 @@ class UnknownOrderLine(ValueError):
         self.line = line
 
 
-def line_kind(sku: str) -> str:
-    if sku in LOT_SKUS:
-        return "lot"
-    if sku in LICENCE_SKUS:
-        return "licence"
-    if sku == AI_PERPETUAL:
-        return "perpetual"
-    if sku in ONE_TIME_SERVICES or sku == MAINTENANCE:
-        return "service"
-    return "unknown"
+# registry kind -> the crediting path: a lot, a licence (periods), a perpetual licence, a service row
+CREDIT_PATH = {Kind.LOT: "lot", Kind.LICENCE: "licence", Kind.PERPETUAL: "perpetual",
+               Kind.SERVICE: "service", Kind.MAINTENANCE: "service"}
+
+
+def line_kind(sku: str, registry: Registry = REGISTRY) -> str:
+    spec = registry.get(sku)
+    return "unknown" if spec is None else CREDIT_PATH[spec.kind]
+
+
+def lot_resource(sku: str, registry: Registry = REGISTRY) -> str | None:
+    """The resource a lot SKU's lots hold (None: not a lot)."""
+    return registry.lot_resources().get(sku)
+
+
+# kinds whose crediting reads the line's fields (a service row only stores them)
+CREDIT_READS_FIELDS = frozenset({Kind.LOT, Kind.LICENCE, Kind.MAINTENANCE})
 
 
 def check_line(line: int, sku: str, *, quantity: int | None, storage_years: int | None,
-               months: int | None, feature: str | None, years: int | None) -> str:
-    """The kind of a paid line, or UnknownOrderLine when it cannot be credited."""
-    kind = line_kind(sku)
-    if kind == "unknown":
+               months: int | None, feature: str | None, years: int | None,
+               registry: Registry = REGISTRY) -> str:
+    """The kind of a paid line, or UnknownOrderLine when it cannot be credited: the SKU is
+    registered and, where crediting reads them, its fields are there (a number at least 1, a text
+    one of its choices). The order service enforced the full limits when it priced the line."""
+    spec = registry.get(sku)
+    if spec is None:
         raise UnknownOrderLine(line, f"unknown sku {sku!r}")
-    if kind == "lot":
-        if not quantity or quantity < 1:
-            raise UnknownOrderLine(line, f"{sku} needs a positive quantity")
-        if LOT_SKUS[sku] == CLOUD and (not storage_years or storage_years < 1):
-            raise UnknownOrderLine(line, f"{sku} needs storage_years")
-    if kind == "licence":
-        if not months or months < 1:
-            raise UnknownOrderLine(line, f"{sku} needs months")
-        if sku == "SW-OPT" and feature not in OPTIONAL_FEATURES:
-            raise UnknownOrderLine(line, f"unknown feature {feature!r}")
-    if sku == MAINTENANCE and (not years or years < 1):
-        raise UnknownOrderLine(line, f"{sku} needs years")
-    return kind
+    given = {"quantity": quantity, "storage_years": storage_years, "months": months, "feature": feature,
+             "years": years}
+    for f in spec.fields if spec.kind in CREDIT_READS_FIELDS else ():
+        value = given.get(f.name)
+        if isinstance(f, Choice) and isinstance(f.values[0], str):
+            if value not in f.values:
+                raise UnknownOrderLine(line, f"{sku} {f.name} {value!r} is not one of {list(f.values)}")
+        elif f.default is None and (not isinstance(value, int) or value < 1):
+            raise UnknownOrderLine(line, f"{sku} needs a positive {f.name}")
+    return CREDIT_PATH[spec.kind]
 
 
-def licence_feature(sku: str, feature: str | None) -> str:
-    return BASIC if sku == "SW-BASIC" else (PERPETUAL_FEATURE if sku == AI_PERPETUAL else str(feature))
+def licence_feature(sku: str, feature: str | None, registry: Registry = REGISTRY) -> str:
+    """The feature a licence line licenses: the SKU's own (basic, ai_perpetual) or the line's."""
+    spec = registry.get(sku)
+    own = spec.licence if spec is not None else None
+    return own if own is not None else str(feature)
 
 
 def licence_id(org_id: str, feature: str) -> str:

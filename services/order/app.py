@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from contracts import topics
 from contracts.http import CatalogResponse
+from contracts.skus import REGISTRY, Registry
 from shared.clock import Clock
 from shared.config import Settings, get_settings
 from shared.service import Runtime
@@ -33,23 +34,28 @@ def price_book_path() -> Path:
     return Path(env) if env else DEFAULT_PRICE_BOOK
 
 
-def load_price_book(path: Path) -> tuple[PriceBook, CatalogResponse]:
-    """Read and check the price book; an incomplete or malformed file stops the service."""
+def load_price_book(path: Path, registry: Registry = REGISTRY) -> tuple[PriceBook, CatalogResponse]:
+    """Read the price book and check it against the SKU registry; an incomplete or malformed
+    file, or one that disagrees with the registry, stops the service (PriceBookError names it)."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise PriceBookError(f"cannot read price book {path}: {e}") from None
-    book = PriceBook.from_dict(doc)
-    catalog = CatalogResponse.model_validate(
-        {"price_book_version": book.version, "currency": doc.get("currency", "USD"), "items": doc["items"]}
-    )
+    try:
+        book = PriceBook.from_dict(doc, registry)
+        catalog = CatalogResponse.model_validate(
+            {"price_book_version": book.version, "currency": "USD", "items": book.items}
+        )
+    except (PriceBookError, ValueError) as e:
+        raise PriceBookError(f"price book {path} is refused: {e}") from None
     return book, catalog
 
 
 def create_app(
-    settings: Settings | None = None, clock: Clock | None = None, *, price_book: Path | None = None
+    settings: Settings | None = None, clock: Clock | None = None, *, price_book: Path | None = None,
+    registry: Registry = REGISTRY,
 ) -> FastAPI:
-    book, catalog = load_price_book(price_book or price_book_path())
+    book, catalog = load_price_book(price_book or price_book_path(), registry)
     rt = Runtime(SCHEMA, MIGRATIONS, settings=settings or get_settings(), clock=clock, group_id=GROUP_ID)
     rt.source = SOURCE
     rt.consume(topics.LEDGER, handlers.ledger_handler(rt))

@@ -1,56 +1,28 @@
 """Order rules (SPEC 2.2-2.6): the price book, line validation, pricing, Basic Edition stacking.
 
+What each SKU takes, its limits and its pricing rule come from the SKU registry
+(contracts/skus.py); this module interprets them.
+
 Pure Python: no I/O, no framework. Errors carry the SPEC error code and the offending line index.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from contracts.catalog import OPTIONAL_FEATURES
+from contracts.skus import BASIC_EDITION, REGISTRY, Bounded, Choice, Pricing, Quantity, Registry, Sku
+from contracts.skus import LineField as FieldSpec
 
 CENT = Decimal("0.01")
 
-CI_QTY_STORAGE_YEARS = (1, 2, 3, 5, 10, 15)
-CI_ANNUAL_STORAGE_YEARS = range(1, 31)
-QTY_MIN, QTY_STEP, QTY_MAX = 1_000, 1_000, 10_000_000
-MONTHS = range(1, 121)
-MAINTENANCE_YEARS = range(1, 11)
-PERSON_DAYS = range(1, 366)
-PERPETUAL_SETS = range(1, 101)
-MODES = ("local", "remote")
-FEATURES = OPTIONAL_FEATURES
-OFFLINE_ONLY = frozenset({"AI-PERPETUAL"})
-
-# sku -> the line fields it takes (anything else on the line is a malformed line)
-FIELDS: dict[str, frozenset[str]] = {
-    "CI-QTY": frozenset({"quantity", "storage_years"}),
-    "CI-ANNUAL": frozenset({"quantity", "storage_years"}),
-    "AI-QTY": frozenset({"quantity"}),
-    "AI-PERPETUAL": frozenset({"quantity"}),
-    "SW-BASIC": frozenset({"months"}),
-    "SW-OPT": frozenset({"months", "feature"}),
-    "SVC-DELIVERY": frozenset({"mode"}),
-    "SVC-SCHEDULED": frozenset({"quantity"}),
-    "SVC-MAINTENANCE": frozenset({"years"}),
-}
-SKUS = tuple(FIELDS)
-# sku -> the option keys its unit_prices must cover (None: a single unit_price)
-PRICE_KEYS: dict[str, tuple[str, ...] | None] = {
-    "CI-QTY": tuple(str(y) for y in CI_QTY_STORAGE_YEARS),
-    "CI-ANNUAL": None,
-    "AI-QTY": None,
-    "AI-PERPETUAL": None,
-    "SW-BASIC": None,
-    "SW-OPT": FEATURES,
-    "SVC-DELIVERY": MODES,
-    "SVC-SCHEDULED": None,
-    "SVC-MAINTENANCE": None,
-}
+# Derived from the SKU registry (contracts/skus.py); kept as names for readers and tests.
+SKUS = tuple(REGISTRY)
+FEATURES = tuple(REGISTRY["SW-OPT"].price_keys() or ())
+OFFLINE_ONLY = REGISTRY.offline_only()
 
 
 class OrderRuleError(Exception):
@@ -62,7 +34,8 @@ class OrderRuleError(Exception):
 
 
 class PriceBookError(ValueError):
-    """The price book file is incomplete or malformed (the service refuses to start)."""
+    """The price book file is incomplete, malformed or disagrees with the registry (the service
+    refuses to start)."""
 
 
 # ---------------------------------------------------------------- price book
@@ -70,12 +43,17 @@ class PriceBookError(ValueError):
 
 @dataclass(frozen=True)
 class PriceBook:
+    """The prices of one price book version, checked against a SKU registry; `items` is what the
+    catalog shows (the book's names, units and prices, the registry's resource, online and options)."""
+
     version: str
     unit_price: Mapping[str, Decimal]  # sku -> price (SKUs priced by one unit price)
     unit_prices: Mapping[str, Mapping[str, Decimal]]  # sku -> option -> price
+    registry: Registry = REGISTRY
+    items: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> "PriceBook":
+    def from_dict(cls, doc: Mapping[str, Any], registry: Registry = REGISTRY) -> PriceBook:
         version = doc.get("version")
         if not isinstance(version, str) or not version:
             raise PriceBookError("price book needs a non-empty string 'version'")
@@ -87,30 +65,63 @@ class PriceBook:
         by_sku: dict[str, Mapping[str, Any]] = {}
         for item in items:
             sku = item.get("sku") if isinstance(item, Mapping) else None
-            if sku not in FIELDS:
-                raise PriceBookError(f"unknown sku in price book: {sku!r}")
+            if not isinstance(sku, str) or sku not in registry:
+                raise PriceBookError(f"unknown sku in price book: {sku!r} (not in the SKU registry)")
             if sku in by_sku:
                 raise PriceBookError(f"sku {sku} listed twice")
             by_sku[sku] = item
-        missing = [s for s in SKUS if s not in by_sku]
+        missing = [s for s in registry if s not in by_sku]
         if missing:
-            raise PriceBookError(f"price book lacks SKUs {missing}")
-        for sku in OFFLINE_ONLY:
-            if by_sku[sku].get("online", True) is not False:
-                raise PriceBookError(f"{sku} is offline-only: its 'online' must be false")
+            raise PriceBookError(f"price book lacks SKUs {missing} (every registered SKU needs a price)")
         single: dict[str, Decimal] = {}
         options: dict[str, dict[str, Decimal]] = {}
-        for sku, keys in PRICE_KEYS.items():
-            item = by_sku[sku]
+        for sku, item in by_sku.items():
+            spec = registry[sku]
+            _check_repeated_facts(spec, item)
+            keys = spec.price_keys()
             if keys is None:
+                if "unit_prices" in item:
+                    raise PriceBookError(f"{sku} has one unit_price, not unit_prices")
                 single[sku] = _money(item.get("unit_price"), f"{sku}.unit_price")
             else:
-                table = item.get("unit_prices") or {}
+                table = item.get("unit_prices")
+                if "unit_price" in item or not isinstance(table, Mapping):
+                    raise PriceBookError(f"{sku} is priced by {spec.price_by}: it needs unit_prices {list(keys)}")
                 absent = [k for k in keys if k not in table]
                 if absent:
                     raise PriceBookError(f"{sku}.unit_prices lacks {absent}")
+                unknown = [k for k in table if k not in keys]
+                if unknown:
+                    raise PriceBookError(f"{sku}.unit_prices prices {unknown}, which the registry does not offer")
                 options[sku] = {k: _money(table[k], f"{sku}.unit_prices.{k}") for k in keys}
-        return cls(version, single, options)
+        catalog = tuple(_catalog_item(registry[str(i["sku"])], i) for i in items)
+        return cls(version, single, options, registry, catalog)
+
+
+def _check_repeated_facts(spec: Sku, item: Mapping[str, Any]) -> None:
+    """What the book repeats from the registry must agree with it (or be left out of the book)."""
+    sku = spec.sku
+    if "online" in item and item["online"] is not spec.online:
+        sold = "sold online" if spec.online else "offline-only (import only)"
+        raise PriceBookError(f"{sku} is {sold} in the SKU registry: its 'online' must be {spec.online} or absent")
+    if "resource" in item and item["resource"] != spec.resource:
+        raise PriceBookError(f"{sku}.resource must be {spec.resource!r} (the registry's) or absent")
+    book_options = item.get("options", {})
+    if not isinstance(book_options, Mapping):
+        raise PriceBookError(f"{sku}.options must be an object")
+    registered = spec.options()
+    for name, value in book_options.items():
+        if name not in registered:
+            raise PriceBookError(f"{sku}.options.{name}: {sku} takes no {name} (fields {list(registered)})")
+        if value != registered[name]:
+            raise PriceBookError(
+                f"{sku}.options.{name} is {value!r}; the SKU registry says {registered[name]!r} "
+                "(make them agree or remove it from the book)"
+            )
+
+
+def _catalog_item(spec: Sku, item: Mapping[str, Any]) -> dict[str, Any]:
+    return {**item, "resource": spec.resource, "online": spec.online, "options": spec.options()}
 
 
 def _money(raw: Any, where: str) -> Decimal:
@@ -156,89 +167,66 @@ class PricedLine:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _check_field_set(line: Line, i: int) -> None:
-    allowed = FIELDS[line.sku]
+def _check_field_set(spec: Sku, line: Line, i: int) -> None:
+    allowed = {f.name for f in spec.fields}
     extra = sorted(line.given() - allowed)
     if extra:
-        raise OrderRuleError("VALIDATION_ERROR", f"{line.sku} does not take {', '.join(extra)}", i)
-    needed = set(allowed) - ({"quantity"} if line.sku == "AI-PERPETUAL" else set())
+        raise OrderRuleError("VALIDATION_ERROR", f"{spec.sku} does not take {', '.join(extra)}", i)
+    needed = {f.name for f in spec.fields if f.default is None}
     absent = sorted(needed - line.given())
     if absent:
-        raise OrderRuleError("VALIDATION_ERROR", f"{line.sku} needs {', '.join(absent)}", i)
+        raise OrderRuleError("VALIDATION_ERROR", f"{spec.sku} needs {', '.join(absent)}", i)
 
 
-def _check_package_quantity(q: int, i: int) -> None:
-    if q < QTY_MIN:
-        raise OrderRuleError("QUANTITY_BELOW_MINIMUM", f"quantity {q} is below the minimum {QTY_MIN}", i)
-    if q > QTY_MAX:
-        raise OrderRuleError("QUANTITY_TOO_LARGE", f"quantity {q} exceeds {QTY_MAX} per line", i)
-    if q % QTY_STEP:
-        raise OrderRuleError("QUANTITY_NOT_MULTIPLE", f"quantity {q} is not a multiple of {QTY_STEP}", i)
+def _check_field(sku: str, f: FieldSpec, value: Any, i: int) -> None:
+    """One field against its registered limit; raises the field's SPEC error code."""
+    match f:
+        case Quantity(name=name, min=lo, max=hi, step=step, unit=unit):
+            what = f" {unit}" if unit else ""
+            if value < lo:
+                raise OrderRuleError("QUANTITY_BELOW_MINIMUM", f"{sku} {name} {value} is below the minimum {lo}{what}", i)
+            if value > hi:
+                raise OrderRuleError("QUANTITY_TOO_LARGE", f"{sku} {name} {value} exceeds {hi}{what} per line", i)
+            if value % step:
+                raise OrderRuleError("QUANTITY_NOT_MULTIPLE", f"{sku} {name} {value} is not a multiple of {step}", i)
+        case Bounded(name=name, min=lo, max=hi, code=code):
+            if not lo <= value <= hi:
+                raise OrderRuleError(code, f"{sku} {name} {value} is outside {lo}..{hi}", i)
+        case Choice(name=name, values=values, code=code):
+            if value not in values:
+                raise OrderRuleError(code, f"{sku} {name} {value!r} is not one of {list(values)}", i)
 
 
-def _check_range(value: int, allowed: range, code: str, what: str, i: int) -> None:
-    if value not in allowed:
-        raise OrderRuleError(code, f"{what} {value} is outside {allowed.start}..{allowed.stop - 1}", i)
+# Pricing: one function per registered rule, over (the line with its defaults, the unit price).
+PRICING: dict[Pricing, Callable[[Line, Decimal], Decimal]] = {
+    Pricing.PER_UNIT: lambda ln, unit: int(ln.quantity or 0) * unit,
+    Pricing.PER_UNIT_YEAR: lambda ln, unit: int(ln.quantity or 0) * unit * int(ln.storage_years or 0),
+    Pricing.PER_MONTH: lambda ln, unit: int(ln.months or 0) * unit,
+    Pricing.ONCE: lambda ln, unit: unit,
+    Pricing.MONTHLY_FOR_YEARS: lambda ln, unit: unit * 12 * int(ln.years or 0),
+}
+
+
+def unit_price(book: PriceBook, spec: Sku, line: Line) -> Decimal:
+    if spec.price_by is None:
+        return book.unit_price[spec.sku]
+    return book.unit_prices[spec.sku][str(getattr(line, spec.price_by))]
 
 
 def price_line(line: Line, i: int, book: PriceBook) -> PricedLine:
-    """Validate one line's own rules and price it; raise OrderRuleError with line index `i`."""
-    if line.sku not in FIELDS:
+    """Validate one line against its registered fields and price it by its pricing rule; raise
+    OrderRuleError with line index `i`."""
+    spec = book.registry.get(line.sku)
+    if spec is None:
         raise OrderRuleError("UNKNOWN_SKU", f"unknown sku {line.sku!r}", i)
-    _check_field_set(line, i)
-    sku, q = line.sku, line.quantity
-    unit = book.unit_price.get(sku)
-    if sku in ("CI-QTY", "CI-ANNUAL", "AI-QTY"):
-        assert q is not None
-        _check_package_quantity(q, i)
-    if sku == "CI-QTY":
-        assert line.storage_years is not None
-        if line.storage_years not in CI_QTY_STORAGE_YEARS:
-            raise OrderRuleError(
-                "INVALID_STORAGE_YEARS",
-                f"CI-QTY storage_years must be one of {list(CI_QTY_STORAGE_YEARS)}", i,
-            )
-        price = q * book.unit_prices[sku][str(line.storage_years)]
-    elif sku == "CI-ANNUAL":
-        assert line.storage_years is not None
-        if line.storage_years not in CI_ANNUAL_STORAGE_YEARS:
-            raise OrderRuleError("INVALID_STORAGE_YEARS", "CI-ANNUAL storage_years must be 1..30", i)
-        price = q * unit * line.storage_years
-    elif sku == "AI-QTY":
-        price = q * unit
-    elif sku == "AI-PERPETUAL":
-        q = 1 if q is None else q
-        if q < PERPETUAL_SETS.start:
-            raise OrderRuleError("QUANTITY_BELOW_MINIMUM", "AI-PERPETUAL quantity is at least 1 product set", i)
-        if q not in PERPETUAL_SETS:
-            raise OrderRuleError("QUANTITY_TOO_LARGE", f"AI-PERPETUAL quantity is at most {PERPETUAL_SETS.stop - 1}", i)
-        price = q * unit
-    elif sku in ("SW-BASIC", "SW-OPT"):
-        assert line.months is not None
-        _check_range(line.months, MONTHS, "INVALID_DURATION", "months", i)
-        if sku == "SW-BASIC":
-            price = line.months * unit
-        else:
-            if line.feature not in FEATURES:
-                raise OrderRuleError("UNKNOWN_FEATURE", f"unknown feature {line.feature!r}", i)
-            price = line.months * book.unit_prices[sku][line.feature]
-    elif sku == "SVC-DELIVERY":
-        if line.mode not in MODES:
-            raise OrderRuleError("INVALID_MODE", f"mode must be one of {list(MODES)}", i)
-        price = book.unit_prices[sku][line.mode]
-    elif sku == "SVC-SCHEDULED":
-        assert q is not None
-        if q < PERSON_DAYS.start:
-            raise OrderRuleError("QUANTITY_BELOW_MINIMUM", "SVC-SCHEDULED quantity is at least 1 person-day", i)
-        if q not in PERSON_DAYS:
-            raise OrderRuleError("QUANTITY_TOO_LARGE", "SVC-SCHEDULED quantity is at most 365 person-days", i)
-        price = q * unit
-    else:  # SVC-MAINTENANCE
-        assert line.years is not None
-        _check_range(line.years, MAINTENANCE_YEARS, "INVALID_DURATION", "years", i)
-        price = unit * 12 * line.years
+    _check_field_set(spec, line, i)
+    defaults = {f.name: f.default for f in spec.fields if f.default is not None and getattr(line, f.name) is None}
+    line = replace(line, **defaults)
+    for f in spec.fields:
+        _check_field(spec.sku, f, getattr(line, f.name), i)
+    price = PRICING[spec.pricing](line, unit_price(book, spec, line))
     return PricedLine(
-        i, sku, q, line.storage_years, line.months, line.feature, line.mode, line.years,
+        i, line.sku, line.quantity, line.storage_years, line.months, line.feature, line.mode, line.years,
         Decimal(price).quantize(CENT, rounding=ROUND_HALF_UP),
     )
 
@@ -251,15 +239,16 @@ def price_order(
     `online`: the public order endpoint (offline-only SKUs are refused); False for admin import.
     `basic_active`: the org's Basic Edition is active at the order's time (from paid orders).
     """
-    has_basic = any(ln.sku == "SW-BASIC" for ln in lines)
+    has_basic = any(ln.sku == BASIC_EDITION for ln in lines)
     priced = []
     for i, line in enumerate(lines):
-        if online and line.sku in OFFLINE_ONLY:
+        spec = book.registry.get(line.sku)
+        if online and spec is not None and not spec.online:
             raise OrderRuleError(
                 "OFFLINE_ONLY_PRODUCT", f"{line.sku} is not sold online; sales staff import it", i
             )
         p = price_line(line, i, book)
-        if p.sku == "SW-OPT" and not (has_basic or basic_active):
+        if spec is not None and spec.needs_basic and not (has_basic or basic_active):
             raise OrderRuleError(
                 "BASIC_EDITION_REQUIRED",
                 "an optional feature needs an active Basic Edition or SW-BASIC in the same order", i,
