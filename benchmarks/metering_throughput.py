@@ -29,12 +29,12 @@ import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
 from contracts import topics  # noqa: E402
-from contracts.events import AgreementRecordedData, encode, new_event  # noqa: E402
+from contracts.events import AgreementRecordedData, new_event  # noqa: E402
 from shared import kafka as shared_kafka  # noqa: E402
 from shared.config import Settings  # noqa: E402
 
 
-def _produce(bootstrap: str, orgs: list[str], n: int, started: "mp.Queue[float]") -> None:
+def _produce(bootstrap: str, orgs: list[str], n: int, started: mp.Queue[float]) -> None:
     """Child process: the imaging platform, producing `n` usage events round-robin over `orgs`."""
 
     async def run() -> None:
@@ -142,7 +142,8 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> None
         print(f"batch_max_records:      {args.batch_max_records}  batch_timeout_ms: {args.batch_timeout_ms}")
         print(f"consumed batches:       {int(count)} (mean {msgs / max(count, 1):.0f} records, "
               f"mean {1000 * total / max(count, 1):.1f} ms per batch handler)")
-        print(f"producer done after:    {produced_at - t0:.2f} s ({args.events / (produced_at - t0):,.0f} events/s produced)")
+        rate = args.events / (produced_at - t0)
+        print(f"producer done after:    {produced_at - t0:.2f} s ({rate:,.0f} events/s produced)")
         print(f"last batch committed:   {consumed_at - t0:.2f} s after the first produce")
         print(f"first produce -> last deduction published: {elapsed:.2f} s "
               f"(service process CPU {cpu:.1f} s = {100 * cpu / elapsed:.0f}% of one core)")

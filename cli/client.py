@@ -38,12 +38,12 @@ class Api:
     timeout: float = 30.0
 
     @classmethod
-    def admin(cls, settings: Settings | None = None) -> "Api":
+    def admin(cls, settings: Settings | None = None) -> Api:
         s = settings or Settings()
         return cls(auth.mint(s.auth_secret, "admin"), service_urls(s))
 
     @classmethod
-    def for_org(cls, org_id: str, settings: Settings | None = None) -> "Api":
+    def for_org(cls, org_id: str, settings: Settings | None = None) -> Api:
         s = settings or Settings()
         return cls(auth.mint(s.auth_secret, "org", org_id), service_urls(s))
 
@@ -76,7 +76,9 @@ class Api:
         return self.call("order", "POST", f"/v1/orders/{quote(order_id, safe='')}/payment",
                          json={"payment_ref": payment_ref, "amount": amount})
 
-    def import_order(self, order_id: str, org_id: str, lines: list[dict[str, Any]], paid_at: str, payment_ref: str) -> Any:
+    def import_order(
+        self, order_id: str, org_id: str, lines: list[dict[str, Any]], paid_at: str, payment_ref: str
+    ) -> Any:
         return self.call("order", "POST", "/v1/admin/orders/import", json={
             "order_id": order_id, "org_id": org_id, "lines": lines, "paid_at": paid_at, "payment_ref": payment_ref})
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 from rich.rule import Rule
@@ -109,7 +110,8 @@ def main() -> None:
     account()
 
     step("7. Software: Basic Edition 12 months plus the optional cloud film feature")
-    sw = api.place_order(org, [{"sku": "SW-BASIC", "months": 12}, {"sku": "SW-OPT", "months": 12, "feature": "cloud_film"}],
+    sw = api.place_order(org, [{"sku": "SW-BASIC", "months": 12},
+                               {"sku": "SW-OPT", "months": 12, "feature": "cloud_film"}],
                          f"{org}-o5")
     api.pay(sw["order_id"], sw["total"], "PAY-5")
     f = wait_for("features", lambda: api.features(org), lambda f: f["basic"]["active"])
@@ -127,7 +129,8 @@ def main() -> None:
     services = wait_for("acceptance", lambda: api.services(org), lambda s: s[0]["status"] == "accepted")
     out.print(f"after acceptance: {services[0]['status']}")
     out.print()
-    out.print(f"[bold green]demo complete[/] for {org}; see `aimis balance {org}` and `aimis ledger tail --org {org} --from-beginning`")
+    out.print(f"[bold green]demo complete[/] for {org}; see `aimis balance {org}` and "
+              f"`aimis ledger tail --org {org} --from-beginning`")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import sys
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -63,7 +63,7 @@ def _parse_lines(lines: list[str]) -> list[dict[str, Any]]:
 @token_app.command("mint")
 def token_mint(
     admin: bool = typer.Option(False, "--admin", help="an admin token"),
-    org: Optional[str] = typer.Option(None, "--org", help="a token scoped to this org"),
+    org: str | None = typer.Option(None, "--org", help="a token scoped to this org"),
 ) -> None:
     if admin == bool(org):
         _fail(CliError(2, "USAGE", "give exactly one of --admin or --org ORG", None))
@@ -99,7 +99,7 @@ def _print_order(o: dict[str, Any]) -> None:
 def order_place(
     org: str,
     line: list[str] = typer.Option(..., "--line", help="SKU[:key=value,...], repeatable"),
-    order_id: Optional[str] = typer.Option(None, "--id"),
+    order_id: str | None = typer.Option(None, "--id"),
 ) -> None:
     try:
         _print_order(_api().place_order(org, _parse_lines(line), order_id))
@@ -108,8 +108,8 @@ def order_place(
 
 
 @order_app.command("pay")
-def order_pay(order_id: str, amount: Optional[str] = typer.Option(None, help="default: the order total"),
-              ref: Optional[str] = typer.Option(None, "--ref")) -> None:
+def order_pay(order_id: str, amount: str | None = typer.Option(None, help="default: the order total"),
+              ref: str | None = typer.Option(None, "--ref")) -> None:
     try:
         api = _api()
         total = amount or api.order(order_id)["total"]
@@ -123,8 +123,8 @@ def order_import(
     org: str,
     line: list[str] = typer.Option(..., "--line"),
     paid_at: str = typer.Option(..., "--paid-at", help="RFC 3339, not in the future"),
-    order_id: Optional[str] = typer.Option(None, "--id"),
-    ref: Optional[str] = typer.Option(None, "--ref"),
+    order_id: str | None = typer.Option(None, "--id"),
+    ref: str | None = typer.Option(None, "--ref"),
 ) -> None:
     oid = order_id or f"IMP-{uuid.uuid4().hex[:10]}"
     try:
@@ -227,7 +227,7 @@ def usage_send(
 
 @ledger_app.command("tail")
 def ledger_tail(
-    org: Optional[str] = typer.Option(None, "--org", help="only this org"),
+    org: str | None = typer.Option(None, "--org", help="only this org"),
     from_beginning: bool = typer.Option(False, "--from-beginning"),
     count: int = typer.Option(0, "--count", help="stop after N entries (0: follow)"),
 ) -> None:
@@ -251,8 +251,11 @@ def ledger_tail(
                 if org and ev.get("subject") != org:
                     continue
                 d = ev.get("data", {})
-                summary = ", ".join(f"{k}={v}" for k, v in d.items() if k != "org_id" and not isinstance(v, (list, dict)))
-                out.print(f"{ev['time'][:19]}  {ev['subject']:<16} [cyan]{ev['type'].removeprefix('aimis.ledger.')}[/]  {summary}",
+                summary = ", ".join(
+                    f"{k}={v}" for k, v in d.items() if k != "org_id" and not isinstance(v, (list, dict))
+                )
+                kind = ev["type"].removeprefix("aimis.ledger.")
+                out.print(f"{ev['time'][:19]}  {ev['subject']:<16} [cyan]{kind}[/]  {summary}",
                           highlight=False)
                 seen += 1
                 if count and seen >= count:

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import jwt
 from fastapi import Depends, Request
 
+from contracts.http import ErrorCode
 from shared.errors import ApiError
 
 Role = Literal["admin", "org"]
@@ -36,24 +37,24 @@ class Principal:
     def require_org(self, org_id: str) -> None:
         """403 unless admin or the token's own org."""
         if not self.is_admin and self.org_id != org_id:
-            raise ApiError(403, "FORBIDDEN", f"this token may not act on org {org_id!r}")
+            raise ApiError(ErrorCode.FORBIDDEN, f"this token may not act on org {org_id!r}")
 
     def require_admin(self) -> None:
         if not self.is_admin:
-            raise ApiError(403, "FORBIDDEN", "this endpoint needs role admin")
+            raise ApiError(ErrorCode.FORBIDDEN, "this endpoint needs role admin")
 
 
 def decode(secret: str, token: str) -> Principal:
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["role"]})
     except jwt.PyJWTError as e:
-        raise ApiError(401, "UNAUTHORIZED", f"bad token: {e}") from None
+        raise ApiError(ErrorCode.UNAUTHORIZED, f"bad token: {e}") from None
     role = claims.get("role")
     if role == "admin":
         return Principal("admin", claims.get("sub"))
     if role == "org" and isinstance(claims.get("sub"), str) and claims["sub"]:
         return Principal("org", claims["sub"])
-    raise ApiError(401, "UNAUTHORIZED", "token has no valid role/sub")
+    raise ApiError(ErrorCode.UNAUTHORIZED, "token has no valid role/sub")
 
 
 def principal(request: Request) -> Principal:
@@ -61,7 +62,7 @@ def principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "UNAUTHORIZED", "missing bearer token")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "missing bearer token")
     return decode(request.app.state.settings.auth_secret, token.strip())
 
 

@@ -9,17 +9,30 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contracts.http import ErrorCode
+
+# statuses the framework answers itself (unknown route, wrong method, ...) -> their code
+_FRAMEWORK_CODES = {c.status: c for c in (
+    ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND, ErrorCode.METHOD_NOT_ALLOWED,
+)}
+
 
 class ApiError(Exception):
+    """An HTTP error: the status is the code's own (`ErrorCode.status`)."""
+
     def __init__(
-        self, status: int, code: str, message: str, *, line: int | None = None,
+        self, code: ErrorCode, message: str, *, line: int | None = None,
         items: list[dict[str, Any]] | None = None,
     ):
         super().__init__(message)
-        self.status, self.code, self.message, self.line, self.items = status, code, message, line, items
+        self.code, self.message, self.line, self.items = code, message, line, items
+
+    @property
+    def status(self) -> int:
+        return self.code.status
 
     def body(self) -> dict[str, Any]:
-        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        err: dict[str, Any] = {"code": str(self.code), "message": self.message}
         if self.line is not None:
             err["line"] = self.line
         if self.items is not None:
@@ -43,12 +56,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(
-            {"error": {"code": "VALIDATION_ERROR", "message": _validation_message(exc)}}, status_code=400
+            ApiError(ErrorCode.VALIDATION_ERROR, _validation_message(exc)).body(),
+            status_code=ErrorCode.VALIDATION_ERROR.status,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 401: "UNAUTHORIZED", 403: "FORBIDDEN"}.get(
-            exc.status_code, "HTTP_ERROR"
-        )
+        code = str(_FRAMEWORK_CODES.get(exc.status_code, "HTTP_ERROR"))
         return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code)

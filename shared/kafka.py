@@ -142,7 +142,7 @@ class ProducerPublisher:
             await self.producer.stop()
             self.producer = None
 
-    async def __call__(self, topic: str, key: bytes, value: bytes) -> "asyncio.Future[Any]":
+    async def __call__(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
         """Enqueue one record; the returned future resolves when Kafka acknowledged it."""
         assert self.producer is not None, "ProducerPublisher.start() first"
         return await self.producer.send(topic, value, key=key, headers=_HEADERS)

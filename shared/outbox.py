@@ -103,7 +103,7 @@ class Relay:
                     self._wake.clear()
                     try:
                         await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
         finally:
             self.is_leader = False

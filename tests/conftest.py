@@ -10,7 +10,6 @@ import pytest
 from shared.config import Settings
 from tests.support.infra import Infra, infra
 
-
 _STAGE = {"unit": 0, "integration": 1, "e2e": 2}
 
 

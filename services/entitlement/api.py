@@ -12,6 +12,7 @@ from contracts.http import (
     AllowanceResponse,
     BalancesResponse,
     BasicState,
+    ErrorCode,
     FeatureResponse,
     FeatureState,
     FeaturesResponse,
@@ -131,7 +132,7 @@ async def features(org_id: OrgPath, caller: Caller, request: Request) -> Feature
 async def feature(org_id: OrgPath, feature: str, caller: Caller, request: Request) -> FeatureResponse:
     caller.require_org(org_id)
     if feature != domain.BASIC and feature not in domain.OPTIONAL_FEATURES:
-        raise ApiError(404, "NOT_FOUND", f"unknown feature {feature!r}")
+        raise ApiError(ErrorCode.NOT_FOUND, f"unknown feature {feature!r}")
     lics, now = await _licences(request, org_id)
     s = domain.feature_state(lics, feature, now)
     return FeatureResponse(feature=feature, enabled=s.enabled, until=s.until)
@@ -165,11 +166,11 @@ async def accept_service(org_id: OrgPath, service_id: str, caller: Caller, reque
     async with rt.pool.acquire() as conn, conn.transaction():
         row = await store.service_for_update(conn, service_id)
         if row is None or row["org_id"] != org_id:
-            raise ApiError(404, "NOT_FOUND", f"no service {service_id!r} for org {org_id!r}")
+            raise ApiError(ErrorCode.NOT_FOUND, f"no service {service_id!r} for org {org_id!r}")
         if row["status"] == "accepted":
             return _service_view(row, now)
         if not domain.acceptable(row["sku"], row["status"], row["accept_by"], now):
-            raise ApiError(409, "SERVICE_NOT_ACCEPTABLE",
+            raise ApiError(ErrorCode.SERVICE_NOT_ACCEPTABLE,
                            f"service {service_id!r} is {_service_view(row, now).status}; only a one-time "
                            "service awaiting acceptance before its deadline can be accepted")
         await store.set_service_status(conn, service_id, "accepted", now)

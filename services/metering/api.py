@@ -47,15 +47,15 @@ async def ingest_usage(request: Request, caller: Caller) -> IngestResponse:
     try:
         payload: Any = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, ErrorCode.VALIDATION_ERROR, f"body is not JSON: {e}") from None
+        raise ApiError(ErrorCode.VALIDATION_ERROR, f"body is not JSON: {e}") from None
     items = payload if isinstance(payload, list) else [payload]
     if len(items) > domain.MAX_HTTP_EVENTS:
         raise ApiError(
-            400, ErrorCode.TOO_MANY_EVENTS,
+            ErrorCode.TOO_MANY_EVENTS,
             f"{len(items)} events in one request; at most {domain.MAX_HTTP_EVENTS}",
         )
     if not items:
-        raise ApiError(400, ErrorCode.VALIDATION_ERROR, "no events in the request")
+        raise ApiError(ErrorCode.VALIDATION_ERROR, "no events in the request")
 
     now = rt.clock.now()
     results = [domain.validate(item, now) for item in items]
@@ -63,7 +63,7 @@ async def ingest_usage(request: Request, caller: Caller) -> IngestResponse:
         foreign = sorted(o for o in domain.orgs_of(results) if o != caller.org_id)
         if foreign:
             raise ApiError(
-                403, ErrorCode.FORBIDDEN, f"this token may not send usage for org {foreign[0]!r}"
+                ErrorCode.FORBIDDEN, f"this token may not send usage for org {foreign[0]!r}"
             )
     assert rt.pool is not None
     known = await request.app.state.orders_catch_up.settled_known_orgs(
@@ -77,7 +77,7 @@ async def ingest_usage(request: Request, caller: Caller) -> IngestResponse:
     ]
     if errors:
         raise ApiError(
-            400, ErrorCode.VALIDATION_ERROR,
+            ErrorCode.VALIDATION_ERROR,
             f"{len(errors)} of {len(results)} events are invalid; none was accepted",
             items=errors,
         )
@@ -101,7 +101,7 @@ async def usage_report(
 ) -> UsageReport:
     caller.require_org(org_id)
     if start is not None and to is not None and start >= to:
-        raise ApiError(400, ErrorCode.VALIDATION_ERROR, "'from' must be before 'to'")
+        raise ApiError(ErrorCode.VALIDATION_ERROR, "'from' must be before 'to'")
     rows = await store.usage_report(
         _rt(request).pool, org_id, resource=resource, start=start, end=to, granularity=granularity
     )

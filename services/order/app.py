@@ -11,12 +11,11 @@ from fastapi import FastAPI
 from contracts import topics
 from contracts.http import CatalogResponse
 from contracts.skus import REGISTRY, Registry
+from services.order import api, handlers
+from services.order.domain import PriceBook, PriceBookError
 from shared.clock import Clock
 from shared.config import Settings, get_settings
 from shared.service import Runtime
-
-from services.order import api, handlers
-from services.order.domain import PriceBook, PriceBookError
 
 HERE = Path(__file__).parent
 MIGRATIONS = HERE / "migrations"

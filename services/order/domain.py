@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from contracts.http import ErrorCode
 from contracts.skus import BASIC_EDITION, REGISTRY, Bounded, Choice, Pricing, Quantity, Registry, Sku
 from contracts.skus import LineField as FieldSpec
 
@@ -26,9 +27,10 @@ OFFLINE_ONLY = REGISTRY.offline_only()
 
 
 class OrderRuleError(Exception):
-    """A line breaks a rule: `code` is the SPEC error code, `line` the line index (or None)."""
+    """A rule is broken: `code` is the SPEC error code (its HTTP status is `code.status`), `line`
+    the offending line index (or None)."""
 
-    def __init__(self, code: str, message: str, line: int | None = None):
+    def __init__(self, code: ErrorCode, message: str, line: int | None = None):
         super().__init__(message)
         self.code, self.message, self.line = code, message, line
 
@@ -171,24 +173,24 @@ def _check_field_set(spec: Sku, line: Line, i: int) -> None:
     allowed = {f.name for f in spec.fields}
     extra = sorted(line.given() - allowed)
     if extra:
-        raise OrderRuleError("VALIDATION_ERROR", f"{spec.sku} does not take {', '.join(extra)}", i)
+        raise OrderRuleError(ErrorCode.VALIDATION_ERROR, f"{spec.sku} does not take {', '.join(extra)}", i)
     needed = {f.name for f in spec.fields if f.default is None}
     absent = sorted(needed - line.given())
     if absent:
-        raise OrderRuleError("VALIDATION_ERROR", f"{spec.sku} needs {', '.join(absent)}", i)
+        raise OrderRuleError(ErrorCode.VALIDATION_ERROR, f"{spec.sku} needs {', '.join(absent)}", i)
 
 
 def _check_field(sku: str, f: FieldSpec, value: Any, i: int) -> None:
     """One field against its registered limit; raises the field's SPEC error code."""
     match f:
         case Quantity(name=name, min=lo, max=hi, step=step, unit=unit):
-            what = f" {unit}" if unit else ""
+            what, of = f" {unit}" if unit else "", f"{sku} {name} {value}"
             if value < lo:
-                raise OrderRuleError("QUANTITY_BELOW_MINIMUM", f"{sku} {name} {value} is below the minimum {lo}{what}", i)
+                raise OrderRuleError(ErrorCode.QUANTITY_BELOW_MINIMUM, f"{of} is below the minimum {lo}{what}", i)
             if value > hi:
-                raise OrderRuleError("QUANTITY_TOO_LARGE", f"{sku} {name} {value} exceeds {hi}{what} per line", i)
+                raise OrderRuleError(ErrorCode.QUANTITY_TOO_LARGE, f"{of} exceeds {hi}{what} per line", i)
             if value % step:
-                raise OrderRuleError("QUANTITY_NOT_MULTIPLE", f"{sku} {name} {value} is not a multiple of {step}", i)
+                raise OrderRuleError(ErrorCode.QUANTITY_NOT_MULTIPLE, f"{of} is not a multiple of {step}", i)
         case Bounded(name=name, min=lo, max=hi, code=code):
             if not lo <= value <= hi:
                 raise OrderRuleError(code, f"{sku} {name} {value} is outside {lo}..{hi}", i)
@@ -218,7 +220,7 @@ def price_line(line: Line, i: int, book: PriceBook) -> PricedLine:
     OrderRuleError with line index `i`."""
     spec = book.registry.get(line.sku)
     if spec is None:
-        raise OrderRuleError("UNKNOWN_SKU", f"unknown sku {line.sku!r}", i)
+        raise OrderRuleError(ErrorCode.UNKNOWN_SKU, f"unknown sku {line.sku!r}", i)
     _check_field_set(spec, line, i)
     defaults = {f.name: f.default for f in spec.fields if f.default is not None and getattr(line, f.name) is None}
     line = replace(line, **defaults)
@@ -245,12 +247,11 @@ def price_order(
         spec = book.registry.get(line.sku)
         if online and spec is not None and not spec.online:
             raise OrderRuleError(
-                "OFFLINE_ONLY_PRODUCT", f"{line.sku} is not sold online; sales staff import it", i
+                ErrorCode.OFFLINE_ONLY_PRODUCT, f"{line.sku} is not sold online; sales staff import it", i
             )
         p = price_line(line, i, book)
         if spec is not None and spec.needs_basic and not (has_basic or basic_active):
-            raise OrderRuleError(
-                "BASIC_EDITION_REQUIRED",
+            raise OrderRuleError(ErrorCode.BASIC_EDITION_REQUIRED,
                 "an optional feature needs an active Basic Edition or SW-BASIC in the same order", i,
             )
         priced.append(p)
@@ -297,11 +298,11 @@ def payment_decision(
     if status in PAID_STATES:
         if stored_ref == payment_ref and amount == total:
             return "repeat"
-        raise OrderRuleError("PAYMENT_CONFLICT", "the order is already paid by another payment")
+        raise OrderRuleError(ErrorCode.PAYMENT_CONFLICT, "the order is already paid by another payment")
     if status != PAYABLE:
-        raise OrderRuleError("ORDER_NOT_PAYABLE", f"a {status} order cannot be paid")
+        raise OrderRuleError(ErrorCode.ORDER_NOT_PAYABLE, f"a {status} order cannot be paid")
     if amount != total:
-        raise OrderRuleError("AMOUNT_MISMATCH", f"amount {amount} does not equal the order total {total}")
+        raise OrderRuleError(ErrorCode.AMOUNT_MISMATCH, f"amount {amount} does not equal the order total {total}")
     return "pay"
 
 
@@ -310,5 +311,5 @@ def cancel_decision(status: str) -> str:
     if status == "cancelled":
         return "repeat"
     if status != PAYABLE:
-        raise OrderRuleError("ORDER_NOT_CANCELLABLE", f"a {status} order cannot be cancelled")
+        raise OrderRuleError(ErrorCode.ORDER_NOT_CANCELLABLE, f"a {status} order cannot be cancelled")
     return "cancel"

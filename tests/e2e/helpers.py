@@ -72,7 +72,9 @@ async def onboard(admin: Api, org: str) -> None:
         try:
             admin.send_usage([probe])
             await eventually(
-                lambda: [d for d in of_kind(ledger(admin, org), "usage_rejected") if d["usage_id"] == probe["id"]],
+                lambda probe=probe: [
+                    d for d in of_kind(ledger(admin, org), "usage_rejected") if d["usage_id"] == probe["id"]
+                ],
                 bool, timeout=5,
             )
             return

@@ -38,7 +38,8 @@ async def test_ai_packages_stack_and_renewal_records_list_every_package(stack, o
     await onboard(stack.admin, org_id)
     first = await buy(stack.admin, org_id, [{"sku": "AI-QTY", "quantity": 1000}])
     second = await buy(stack.admin, org_id, [{"sku": "AI-QTY", "quantity": 2000}])
-    b = await eventually(lambda: stack.admin.balances(org_id)["resources"]["ai_review"], lambda r: r["purchased"] == 3000)
+    b = await eventually(lambda: stack.admin.balances(org_id)["resources"]["ai_review"],
+                         lambda r: r["purchased"] == 3000)
     assert {lot["order_id"] for lot in b["lots"]} == {first["order_id"], second["order_id"]}
     assert b["available"] == 3000
 
@@ -49,11 +50,12 @@ async def test_ai_perpetual_is_offline_only_and_counts_offline_reviews_without_d
         stack.admin.place_order(org_id, [{"sku": "AI-PERPETUAL"}])
     assert (e.value.status, e.value.code, e.value.line) == (422, "OFFLINE_ONLY_PRODUCT", 0)
     await buy(stack.admin, org_id, [{"sku": "AI-PERPETUAL"}], paid_at=now())
-    a = await eventually(lambda: stack.admin.allowance(org_id), lambda a: a["offline_licence"])
+    await eventually(lambda: stack.admin.allowance(org_id), lambda a: a["offline_licence"])
     offline = usage(org_id, "ai_review", quantity=50, channel="offline")
     stack.admin.send_usage([offline])
     [d] = await eventually(
-        lambda: [d for d in of_kind(ledger(stack.admin, org_id), "usage_deducted") if d["usage_id"] == offline["id"]], bool)
+        lambda: [d for d in of_kind(ledger(stack.admin, org_id), "usage_deducted") if d["usage_id"] == offline["id"]],
+        bool)
     assert d["allocations"] == [] and d["offline_licence"] is True and d["arrears_quantity"] == 0
     b = stack.admin.balances(org_id)["resources"]["ai_review"]
     assert b["available"] == 0 and b["offline_licence"] is True

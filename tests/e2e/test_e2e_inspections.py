@@ -11,7 +11,16 @@ from cli.client import CliError
 from contracts import topics
 from tests.e2e.conftest import GRACE_S
 from tests.e2e.helpers import (
-    assert_conservation, buy, eventually, iso, ledger, now, of_kind, onboard, parse, send_to_kafka, usage,
+    assert_conservation,
+    buy,
+    eventually,
+    ledger,
+    now,
+    of_kind,
+    onboard,
+    parse,
+    send_to_kafka,
+    usage,
 )
 from tests.support.kafka import TopicReader
 
@@ -98,7 +107,8 @@ async def test_usage_draws_the_lot_that_expires_first_and_spans_lots_with_its_re
     assert lots[older["order_id"]]["remaining"] == 0 and lots[older["order_id"]]["status"] == "depleted"
     assert lots[newer["order_id"]]["remaining"] == 1500
     [d] = [d for d in of_kind(ledger(stack.admin, org_id), "usage_deducted") if d["usage_id"] == ev["id"]]
-    assert [(a["quantity"], parse(a["retention_until"]).year - at.year) for a in d["allocations"]] == [(1000, 5), (500, 10)]
+    years = [(a["quantity"], parse(a["retention_until"]).year - at.year) for a in d["allocations"]]
+    assert years == [(1000, 5), (500, 10)]
     assert d["arrears_quantity"] == 0
     assert_conservation(stack.admin, org_id)
 
@@ -136,7 +146,7 @@ async def test_storage_beyond_balance_is_arrears_offset_oldest_first_by_next_lot
     assert off["lot_id"].startswith(renewal["order_id"])
     assert [(o["usage_id"], o["quantity"]) for o in off["offsets"]] == [(first["id"], 200), (second["id"], 300)]
     assert all(parse(o["retention_until"]).year - parse(u["time"]).year == 3
-               for o, u in zip(off["offsets"], [first, second]))
+               for o, u in zip(off["offsets"], [first, second], strict=False))
     assert_conservation(stack.admin, org_id)
 
 
@@ -150,9 +160,9 @@ async def test_duplicate_usage_is_deducted_once(stack, org_id):
     await send_to_kafka(stack.bootstrap, [(org_id, raw), (org_id, raw)])
     stack.admin.send_usage([ev])
     stack.admin.send_usage([marker])  # per-org order: once the marker is deducted, the repeats were seen
-    b = await eventually(lambda: stack.admin.balances(org_id),
-                         lambda b: any(d["usage_id"] == marker["id"]
-                                       for d in of_kind(ledger(stack.admin, org_id), "usage_deducted")))
+    await eventually(lambda: stack.admin.balances(org_id),
+                     lambda b: any(d["usage_id"] == marker["id"]
+                                   for d in of_kind(ledger(stack.admin, org_id), "usage_deducted")))
     assert ci(stack.admin.balances(org_id))["used"] == 8
     assert_conservation(stack.admin, org_id)
 

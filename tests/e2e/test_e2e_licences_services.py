@@ -61,7 +61,8 @@ async def test_licence_renewal_stacks_from_the_current_end(stack, org_id):
     await eventually(lambda: stack.admin.features(org_id), lambda f: f["basic"]["active"])
     await buy(stack.admin, org_id, [{"sku": "SW-BASIC", "months": 6}])
     end = add_months(add_months(parse(first["paid_at"]), 12), 6)
-    await eventually(lambda: stack.admin.features(org_id), lambda f: f["basic"]["until"] and parse(f["basic"]["until"]) == end)
+    await eventually(lambda: stack.admin.features(org_id),
+                     lambda f: f["basic"]["until"] and parse(f["basic"]["until"]) == end)
 
 
 async def test_delivery_service_is_complete_when_accepted(stack, org_id):

@@ -43,7 +43,8 @@ async def test_every_use_takes_effect_once_through_kill9_of_metering_and_entitle
     b = await eventually(lambda: stack.admin.balances(org_id)["resources"]["cloud_inspection"],
                          lambda r: r["used"] >= USES, timeout=120)
     assert (b["used"], b["available"], b["arrears"]) == (USES, 0, USES - 2000)
-    deducted = [d for d in of_kind(ledger(stack.admin, org_id), "usage_deducted") if d["resource"] == "cloud_inspection"]
+    deducted = [d for d in of_kind(ledger(stack.admin, org_id), "usage_deducted")
+                if d["resource"] == "cloud_inspection"]
     ids = [d["usage_id"] for d in deducted]
     assert len(ids) == len(set(ids)) == USES
     assert set(ids) == {e["id"] for e in events}

@@ -167,7 +167,9 @@ async def test_rebalance_between_two_instances_never_double_deducts_or_loses_a_u
         a_left.set()
         assert not stream.done()
         await stream
-        await wait_until(lambda: conn.fetchval("SELECT count(*) = $1 FROM inbox WHERE stream = 'usage'", len(uses)), 120)
+        await wait_until(
+            lambda: conn.fetchval("SELECT count(*) = $1 FROM inbox WHERE stream = 'usage'", len(uses)), 120
+        )
         await assert_exact(conn, url_b, orders, uses, ledger)
     finally:
         if conn:

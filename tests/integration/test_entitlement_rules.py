@@ -250,7 +250,8 @@ async def test_order_paid_redelivered_credits_each_line_exactly_once(svc, ledger
 
 async def test_crediting_a_lot_offsets_arrears_oldest_first_with_its_storage_years(svc, ledger, org):
     t = now() - timedelta(hours=1)
-    older, newer = deduction(org, "cloud_inspection", 3, t), deduction(org, "cloud_inspection", 4, t + timedelta(minutes=1))
+    older = deduction(org, "cloud_inspection", 3, t)
+    newer = deduction(org, "cloud_inspection", 4, t + timedelta(minutes=1))
     await send(svc.prod, newer, older)  # stream order is not age order: the offset goes by occurred_at
     await ledger.wait_for(of("usage_deducted", org), count=2)
     assert (await svc.balance(org, "cloud_inspection"))["arrears"] == 7

@@ -67,7 +67,8 @@ async def test_lot_remainder_forfeited_after_grace_and_late_use_within_grace_dra
         order_id = f"o-{tag}"
         lot_id = f"{order_id}.0"
         # Paid (almost) a year ago: the lot expires in a few seconds.
-        await send(topics.ORDERS, _order_paid(org_id, order_id, add_years(datetime.now(timezone.utc) + timedelta(seconds=8), -1)))
+        paid_at = add_years(datetime.now(timezone.utc) + timedelta(seconds=8), -1)
+        await send(topics.ORDERS, _order_paid(org_id, order_id, paid_at))
         [credited] = await ledger.wait_for(mine("lot_credited", lot_id=lot_id), timeout=60)
         expires_at = datetime.fromisoformat(credited["data"]["expires_at"])
         due_at = expires_at + timedelta(seconds=GRACE_S)

@@ -99,7 +99,9 @@ async def test_relay_killed_between_publish_and_mark_publishes_again_and_inbox_d
         restarted = Relay(fresh_db, "foundation", rt.publisher)
         restarted.start()
         try:
-            await wait_until(lambda: rt.pool.fetchval("SELECT sent_at IS NOT NULL FROM outbox WHERE event_id=$1", ev.id))
+            await wait_until(
+                lambda: rt.pool.fetchval("SELECT sent_at IS NOT NULL FROM outbox WHERE event_id=$1", ev.id)
+            )
             copies = await reader.wait_for(lambda e: e["id"] == ev.id, count=2)
             assert len(copies) == 2  # published twice: once before the kill, once after restart
             await wait_until(lambda: sum(1 for _, eid in seen if eid == ev.id) >= 2)
@@ -162,7 +164,10 @@ async def test_sent_outbox_rows_are_purged_after_a_day_unsent_ones_never(setting
         rt = _runtime(settings, fresh_db)
         old, recent, unsent = (_reminder(rt, org_id) for _ in range(3))
         await outbox.add(conn, [old, recent, unsent])
-        await conn.execute("UPDATE outbox SET sent_at = now() - interval '2 days', created_at = now() - interval '2 days' WHERE event_id = $1", old.id)
+        await conn.execute(
+            "UPDATE outbox SET sent_at = now() - interval '2 days', created_at = now() - interval '2 days'"
+            " WHERE event_id = $1", old.id,
+        )
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE event_id = $1", recent.id)
         await conn.execute("UPDATE outbox SET created_at = now() - interval '9 days' WHERE event_id = $1", unsent.id)
         assert await outbox.purge_sent(conn, 86_400) == 1

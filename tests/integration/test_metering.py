@@ -245,7 +245,7 @@ async def test_per_org_order_is_kept_from_input_to_output(metering, send, deduct
     await record_agreement(metering, send, other)
     a = [usage(known_org) for _ in range(150)]
     b = [usage(other) for _ in range(150)]
-    interleaved = [x for pair in zip(a, b) for x in pair]
+    interleaved = [x for pair in zip(a, b, strict=True) for x in pair]
     await send([(e["subject"], e) for e in interleaved])
     ids = {e["id"] for e in interleaved}
     await deductions.wait_for(lambda e: e["id"] in ids, count=300, timeout=60)

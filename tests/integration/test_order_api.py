@@ -4,9 +4,9 @@ idempotency, auth, pagination, OpenAPI. (`OrderService`/`start` are reused by te
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -49,7 +49,9 @@ class OrderService:
             body["order_id"] = order_id
         return await self.http.post("/v1/orders", json=body, headers=org_token(org) if headers is None else headers)
 
-    async def pay(self, org: str, order: dict[str, Any], ref: str = "pay-1", amount: str | None = None) -> httpx.Response:
+    async def pay(
+        self, org: str, order: dict[str, Any], ref: str = "pay-1", amount: str | None = None
+    ) -> httpx.Response:
         return await self.http.post(
             f"/v1/orders/{order['order_id']}/payment",
             json={"payment_ref": ref, "amount": amount or order["total"]}, headers=org_token(org),
@@ -62,15 +64,16 @@ class OrderService:
         return await self.http.post("/v1/admin/orders/import", json=body, headers=ADMIN)
 
 
-async def start(real_infra: Any):  # type: ignore[no-untyped-def]
-    """Async generator for a module-scoped fixture: a fresh database and the service serving on it."""
+async def start(real_infra: Any, **app_kw: Any):  # type: ignore[no-untyped-def]
+    """Async generator for a module-scoped fixture: a fresh database and the service serving on it
+    (`app_kw`: create_app's keywords, e.g. a test price book and registry)."""
     name = f"t_order_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(real_infra.dsn)
     await admin.execute(f"CREATE DATABASE {name}")
     dsn = f"{real_infra.dsn.rsplit('/', 1)[0]}/{name}"
     settings = Settings(kafka_bootstrap=real_infra.bootstrap, database_url=dsn, auth_secret=SECRET)
     try:
-        app = create_app(settings)
+        app = create_app(settings, **app_kw)
         async with serve_in_process(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
             yield OrderService(url, app, http, settings)
     finally:
@@ -194,7 +197,9 @@ async def test_malformed_order_body_is_400_validation_error(svc, body):
 
 
 async def test_non_json_body_is_400_validation_error(svc, org):
-    resp = await svc.http.post("/v1/orders", content=b"{not json", headers={**ADMIN, "content-type": "application/json"})
+    resp = await svc.http.post(
+        "/v1/orders", content=b"{not json", headers={**ADMIN, "content-type": "application/json"}
+    )
     _error(resp, 400, "VALIDATION_ERROR")
 
 

@@ -20,7 +20,7 @@ from contracts.events import (
     new_event,
     parse_event,
 )
-from tests.integration.test_order_api import ADMIN, OrderService, org_token, start
+from tests.integration.test_order_api import ADMIN, org_token, start
 from tests.support.kafka import TopicReader, producer, wait_until
 
 pytestmark = pytest.mark.integration

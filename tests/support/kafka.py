@@ -19,7 +19,7 @@ class TopicReader:
         self.records: list[Any] = []
         self._consumer: AIOKafkaConsumer | None = None
 
-    async def start(self) -> "TopicReader":
+    async def start(self) -> TopicReader:
         parts = await partitions_of(self.bootstrap, self.topic)
         c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await c.start()
@@ -38,7 +38,7 @@ class TopicReader:
         if self._consumer:
             await self._consumer.stop()
 
-    async def __aenter__(self) -> "TopicReader":
+    async def __aenter__(self) -> TopicReader:
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -54,7 +54,7 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, ready_timeout: float = 60.0) -> "ServiceProcess":
+    async def start(self, ready_timeout: float = 60.0) -> ServiceProcess:
         log = open(self.log_dir / f"{self.name}.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.name}"],

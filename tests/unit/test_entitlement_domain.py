@@ -195,7 +195,7 @@ def histories(draw, resource: str = CLOUD):
                                    st.tuples(st.just("expire"), lot_ids)), max_size=30))
     steps = draw(st.lists(st.integers(0, 60 * 86_400), min_size=len(msgs), max_size=len(msgs)))
     now, out = T0, []
-    for m, dt in zip(msgs, steps):
+    for m, dt in zip(msgs, steps, strict=False):
         now += timedelta(seconds=dt)
         out.append((m, now))
     return out
@@ -220,12 +220,13 @@ def check_conservation(acc: Account) -> None:
     assert c.purchased == b.remaining() + c.drawn_by_usage + c.arrears_offset + c.forfeited
     assert c.drawn_by_usage == drawn_in_ledger and c.arrears_offset == offset_in_ledger
     assert c.forfeited == sum(l.forfeited for l in lots)
-    used = sum(u.quantity for (k, o), u in _uses_with_outcomes(acc) if isinstance(o, Deducted) and not o.offline_licence)
+    used = sum(u.quantity for (k, o), u in _uses_with_outcomes(acc)
+               if isinstance(o, Deducted) and not o.offline_licence)
     assert used == c.drawn_by_usage + c.arrears_recorded
     assert b.outstanding() == c.arrears_recorded - c.arrears_offset >= 0
 
 
-def _uses_with_outcomes(acc: "RecordingAccount"):
+def _uses_with_outcomes(acc: RecordingAccount):
     by_id = {u.usage_id: u for u in acc.uses}
     return [((k, o), by_id[o.usage_id]) for k, o in acc.ledger if k == "use"]
 
@@ -275,7 +276,7 @@ def test_property_use_draws_expiring_first(history, u):
                       key=lambda l: (l.expires_at, l.credited_at, l.lot_id))
     drawn = [d.lot_id for d in out.allocations]
     assert drawn == [l.lot_id for l in eligible[: len(drawn)]]  # a prefix in expiring-first order
-    for d, l in zip(out.allocations[:-1], eligible):
+    for d, l in zip(out.allocations[:-1], eligible, strict=False):
         assert d.quantity == l.remaining  # every lot but the last is emptied before the next is touched
     assert sum(d.quantity for d in out.allocations) + out.arrears_quantity == u.quantity
     if out.arrears_quantity:
@@ -290,11 +291,11 @@ def test_property_arrears_offset_oldest_first(arrears, qty):
     offsets = domain.credit(book, domain.new_lot("new", qty, 3, T0 + timedelta(days=600)))
     oldest = sorted(arrs, key=lambda a: (a.occurred_at, a.usage_id))
     assert [o.usage_id for o in offsets] == [a.usage_id for a in oldest[: len(offsets)]]
-    for o, a in zip(offsets[:-1], oldest):
+    for o, a in zip(offsets[:-1], oldest, strict=False):
         assert o.quantity == a.outstanding
     assert sum(o.quantity for o in offsets) == min(qty, sum(a.outstanding for a in arrs))
     assert book.lots["new"].remaining == qty - sum(o.quantity for o in offsets)
-    for o, a in zip(offsets, oldest):
+    for o, a in zip(offsets, oldest, strict=False):
         assert o.retention_until == a.occurred_at.replace(year=a.occurred_at.year + 3)
 
 

@@ -70,7 +70,8 @@ def test_deductions_and_arrears_offsets_draw_the_lot_down_to_depleted():
     items, _ = _fold([
         _lot("a#0", 1000), _lot("b#0", 1000),
         _deducted(("a#0", 600), ("b#0", 100)),
-        ("arrears_offset", ArrearsOffsetData(org_id=ORG, lot_id="a#0", resource="cloud_inspection", quantity=400, offsets=[])),
+        ("arrears_offset",
+         ArrearsOffsetData(org_id=ORG, lot_id="a#0", resource="cloud_inspection", quantity=400, offsets=[])),
     ])
     assert items[("lot", "a#0")].remaining == 0
     assert items[("lot", "a#0")].status == "depleted"
@@ -111,7 +112,8 @@ def test_licence_renewal_moves_the_deadline_and_rearms_the_command():
 def test_licence_renewed_after_it_ended_is_scheduled_again():
     items, _ = _fold([
         _licence(T0 + DAY),
-        ("licence_expired", LicenceExpiredData(org_id=ORG, licence_id=f"{ORG}:basic", feature="basic", ended_at=T0 + DAY)),
+        ("licence_expired",
+         LicenceExpiredData(org_id=ORG, licence_id=f"{ORG}:basic", feature="basic", ended_at=T0 + DAY)),
     ])
     assert not items[("licence", f"{ORG}:basic")].is_open
     _fold([_licence(T0 + 40 * DAY)], items)

@@ -10,7 +10,8 @@ from shared.errors import ApiError
 
 
 def test_leap_day_plus_one_year_is_feb_28():
-    assert add_years(datetime(2024, 2, 29, 12, tzinfo=timezone.utc), 1) == datetime(2025, 2, 28, 12, tzinfo=timezone.utc)
+    leap = datetime(2024, 2, 29, 12, tzinfo=timezone.utc)
+    assert add_years(leap, 1) == datetime(2025, 2, 28, 12, tzinfo=timezone.utc)
     assert add_years(datetime(2025, 3, 1, tzinfo=timezone.utc), 1) == datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
