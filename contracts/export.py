@@ -36,11 +36,12 @@ TOPIC_DOCS = {
 def event_model(event_type: str) -> type[BaseModel]:
     data_model = EVENT_TYPES[event_type][1]
     name = "".join(p.capitalize() for p in event_type.replace(".", "_").split("_")) + "Event"
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    model: type[BaseModel] = create_model(
         name,
         __base__=CloudEvent[data_model],  # type: ignore[valid-type]
-        type=(Literal[event_type], ...),  # type: ignore[valid-type]
+        type=(Literal[event_type], ...),  # type: ignore[arg-type]
     )
+    return model
 
 
 def http_models() -> list[type[BaseModel]]:
@@ -95,7 +96,7 @@ def asyncapi() -> str:
         "operations": operations,
         "components": {"messages": messages},
     }
-    return yaml.safe_dump(doc, sort_keys=False)
+    return str(yaml.safe_dump(doc, sort_keys=False))
 
 
 def drift() -> list[str]:

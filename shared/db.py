@@ -41,6 +41,6 @@ async def create_pool(
 async def ping(pool: asyncpg.Pool) -> bool:
     try:
         async with pool.acquire(timeout=2) as conn:
-            return await conn.fetchval("SELECT 1", timeout=2) == 1
+            return bool(await conn.fetchval("SELECT 1", timeout=2) == 1)
     except Exception:  # noqa: BLE001 - readiness reports, never raises
         return False

@@ -85,7 +85,7 @@ def batch_consumer(
     input: they route it to a rejected/dead-letter topic inside their transaction.
     """
 
-    @broker.subscriber(
+    @broker.subscriber(  # type: ignore[untyped-decorator]  # FastStream types it loosely
         topic,
         group_id=group_id,
         batch=True,
@@ -145,7 +145,8 @@ class ProducerPublisher:
     async def __call__(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
         """Enqueue one record; the returned future resolves when Kafka acknowledged it."""
         assert self.producer is not None, "ProducerPublisher.start() first"
-        return await self.producer.send(topic, value, key=key, headers=_HEADERS)
+        sent: asyncio.Future[Any] = await self.producer.send(topic, value, key=key, headers=_HEADERS)
+        return sent
 
 
 async def publish_events(broker: KafkaBroker, events: Sequence[CloudEvent[Any]]) -> None:

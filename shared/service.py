@@ -68,7 +68,10 @@ class Runtime:
         self.on_start.append(lambda rt: self._spawn(coro_fn, name))
 
     async def _spawn(self, coro_fn: Callable[[], Awaitable[None]], name: str) -> None:
-        self._tasks.append(asyncio.create_task(coro_fn(), name=name))
+        async def run() -> None:
+            await coro_fn()
+
+        self._tasks.append(asyncio.create_task(run(), name=name))
 
     # -- lifecycle ----------------------------------------------------------
     async def start(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Final, Literal
 
 from contracts import catalog
 from contracts.skus import AI as AI
@@ -31,8 +31,8 @@ PERPETUAL_FEATURE = str(REGISTRY[AI_PERPETUAL].licence)
 BASIC = str(REGISTRY["SW-BASIC"].licence)
 OPTIONAL_FEATURES = catalog.OPTIONAL_FEATURES
 
-INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
-NO_OFFLINE_LICENCE = "NO_OFFLINE_LICENCE"
+INSUFFICIENT_BALANCE: Final = "INSUFFICIENT_BALANCE"
+NO_OFFLINE_LICENCE: Final = "NO_OFFLINE_LICENCE"
 
 
 def retention_until(occurred_at: datetime, storage_years: int | None) -> datetime | None:

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import Field, StrictInt, ValidationError
 
@@ -21,6 +21,7 @@ from contracts.events import (
     CloudEvent,
     DeductionRequestedData,
     EventError,
+    Resource,
     UsageData,
     parse_event,
 )
@@ -79,7 +80,7 @@ class Usage:
         d = self.data
         # built from already validated values: no second validation on the hot path
         return DeductionRequestedData.model_construct(
-            usage_id=self.id, org_id=self.org_id, resource=self.resource,
+            usage_id=self.id, org_id=self.org_id, resource=cast(Resource, self.resource),
             quantity=d.quantity, occurred_at=self.occurred_at, received_at=received_at,
             channel=d.channel, inspection_id=d.inspection_id, site_id=d.site_id,
             attributes=d.attributes,

@@ -222,8 +222,9 @@ def price_line(line: Line, i: int, book: PriceBook) -> PricedLine:
     if spec is None:
         raise OrderRuleError(ErrorCode.UNKNOWN_SKU, f"unknown sku {line.sku!r}", i)
     _check_field_set(spec, line, i)
-    defaults = {f.name: f.default for f in spec.fields if f.default is not None and getattr(line, f.name) is None}
-    line = replace(line, **defaults)
+    for f in spec.fields:  # an absent optional field takes its default
+        if f.default is not None and getattr(line, f.name) is None:
+            line = replace(line, **{f.name: f.default})  # type: ignore[arg-type]
     for f in spec.fields:
         _check_field(spec.sku, f, getattr(line, f.name), i)
     price = PRICING[spec.pricing](line, unit_price(book, spec, line))
