@@ -14,8 +14,8 @@ from typing import Final, Literal
 
 from contracts import catalog
 from contracts.skus import AI as AI
+from contracts.skus import BASIC_EDITION, REGISTRY, Choice, Kind, Registry
 from contracts.skus import CLOUD as CLOUD
-from contracts.skus import REGISTRY, Choice, Kind, Registry
 from contracts.skus import RESOURCES as RESOURCES
 from shared.clock import add_months, add_years
 
@@ -28,7 +28,7 @@ PERPETUAL_SKUS = REGISTRY.of_kind(Kind.PERPETUAL)
 (MAINTENANCE,) = MAINTENANCE_SKUS  # the one of each today; code that compares names uses these
 (AI_PERPETUAL,) = PERPETUAL_SKUS
 PERPETUAL_FEATURE = str(REGISTRY[AI_PERPETUAL].licence)
-BASIC = str(REGISTRY["SW-BASIC"].licence)
+BASIC = str(REGISTRY[BASIC_EDITION].licence)
 OPTIONAL_FEATURES = catalog.OPTIONAL_FEATURES
 
 INSUFFICIENT_BALANCE: Final = "INSUFFICIENT_BALANCE"
