@@ -34,7 +34,7 @@ from shared.clock import add_months
 from shared.errors import ApiError
 from shared.service import Runtime
 
-from services.order import domain, store
+from services.order import domain, sla, store
 
 router = APIRouter()
 EVENT_NS = uuid.UUID("6f1c2a1e-5d0b-4b8e-9a47-0a1de0c0a001")  # deterministic event ids per order
@@ -64,7 +64,7 @@ def _event_id(order_id: str, kind: str) -> str:
 
 
 def _view(order: dict[str, Any]) -> OrderResponse:
-    return OrderResponse.model_validate({**order, "lines": order["lines"]})
+    return OrderResponse.model_validate({**sla.annotate(order), "lines": order["lines"]})
 
 
 def _line_data(order: dict[str, Any]) -> list[OrderLineData]:
