@@ -361,3 +361,14 @@ def test_monitoring_objects_carry_the_rules_and_the_dashboard(render: Render) ->
         ann = d["spec"]["template"]["metadata"]["annotations"]
         assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/path"] == "/metrics"
         assert ann["prometheus.io/port"] == str(container(d)["ports"][0]["containerPort"])
+
+
+@pytest.mark.parametrize(("setting", "complaint"), [
+    ("kafka.mode=strimzy", "value must be one of 'strimzi', 'external'"),
+    ("config.AIMIS_AUTH_SECRET=hunter2", "invalid propertyName 'AIMIS_AUTH_SECRET'"),
+    ("secretEnv.AIMIS_AUTH_SECRET.value=hunter2", "additional properties 'value' not allowed"),
+    ("services.billing.port=1", "invalid propertyName 'billing'"),
+])
+def test_values_schema_refuses_typos_and_inline_secrets(helm: str, setting: str, complaint: str) -> None:
+    r = run_helm(helm, "template", "billing", str(CHART), "--kube-version", KUBE_VERSION, "--set", setting)
+    assert r.returncode != 0 and complaint in r.stderr, r.stderr
