@@ -169,6 +169,12 @@ class OrderResponse(BaseModel):
     payment_ref: str | None = None
     cancelled_at: AwareDatetime | None = None
     fulfilled_at: AwareDatetime | None = None
+    fulfilment_due_by: AwareDatetime | None = Field(
+        None, description="paid orders: paid_at + AIMIS_FULFILMENT_SLA_S, when every line should be credited"
+    )
+    fulfilment_overdue: bool = Field(
+        False, description="paid, and still not fulfilled at fulfilment_due_by (the credit promise is broken)"
+    )
 
 
 class OrderList(BaseModel):

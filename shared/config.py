@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import field_validator
+from pydantic import PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_AUTH_SECRET = "aimis-dev-secret-not-for-production"
@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     late_usage_grace_s: int = 300
     expiry_interval_s: float = 30.0
     reminder_days: str = "30,7,1"
+    fulfilment_sla_s: PositiveInt = 3600  # a paid order not fulfilled within this is overdue (order view, alert)
+    fulfilment_check_s: PositiveFloat = 15.0  # how often the order service recounts overdue orders for /metrics
     order_port: int = 8001
     entitlement_port: int = 8002
     metering_port: int = 8003

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from contracts import topics
-from services.entitlement import api
+from services.entitlement import api, top_balances
 from services.entitlement.handlers import Handlers
 from shared.clock import Clock
 from shared.config import Settings
@@ -27,5 +27,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, *,
     rt.consume(topics.ORDERS, h.orders)
     rt.consume(topics.DEDUCTIONS, h.deductions)
     rt.consume(topics.EXPIRY_COMMANDS, h.commands)
+    rt.background(lambda: top_balances.watch(lambda: rt.pool), "entitlement-top-balances")
     return rt.http_app(api.router, title="AIMIS entitlement",
                        description="Balances, lots, ledger, licences, services and AI allowance")

@@ -24,6 +24,7 @@ from contracts.http import (
     PlaceOrderRequest,
 )
 from services.order import application as app
+from services.order import sla
 from services.order.domain import Line, OrderRuleError
 from shared.auth import Admin, Caller, Principal
 from shared.errors import ApiError
@@ -56,7 +57,7 @@ def _acting_org(caller: Principal) -> str | None:
 
 
 def _view(order: dict[str, Any]) -> OrderResponse:
-    return OrderResponse.model_validate(order)
+    return OrderResponse.model_validate({**sla.annotate(order), "lines": order["lines"]})
 
 
 def _lines(lines: list[OrderLineIn]) -> tuple[Line, ...]:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from contracts import topics
 from contracts.http import CatalogResponse
 from contracts.skus import REGISTRY, Registry
-from services.order import api, handlers
+from services.order import api, handlers, sla
 from services.order.domain import PriceBook, PriceBookError
 from shared.clock import Clock
 from shared.config import Settings, get_settings
@@ -58,11 +60,19 @@ def create_app(
     rt = Runtime(SCHEMA, MIGRATIONS, settings=settings or get_settings(), clock=clock, group_id=GROUP_ID)
     rt.source = SOURCE
     rt.consume(topics.LEDGER, handlers.ledger_handler(rt))
+    policy = sla.Policy(timedelta(seconds=rt.settings.fulfilment_sla_s), rt.clock)
+    rt.background(lambda: sla.watch(lambda: rt.pool, policy, rt.settings.fulfilment_check_s), "order-sla")
     app = rt.http_app(
         api.router,
         title="AIMIS order service",
         description="Price book, agreements, orders and their lifecycle; publishes aimis.orders.v1.",
     )
+
+    @app.middleware("http")
+    async def bind_sla(request: Any, call_next: Any) -> Any:
+        sla.bind(policy)  # the order view shows this app's fulfilment SLA
+        return await call_next(request)
+
     app.state.price_book = book
     app.state.catalog = catalog
     return app

@@ -163,3 +163,17 @@ async def mark_fulfilled(
         list(order_ids), list(org_ids), list(at),
     )
     return [r["order_id"] for r in rows]
+
+
+# ---------------------------------------------------------------- fulfilment SLA
+
+
+async def unfulfilled_summary(conn: asyncpg.Connection, paid_before: datetime) -> tuple[int, datetime | None]:
+    """(paid orders not fulfilled whose paid_at is before `paid_before`, the oldest unfulfilled paid_at)."""
+    row = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE paid_at < $1) AS overdue, min(paid_at) AS oldest
+           FROM orders WHERE status = 'paid'""",
+        paid_before,
+    )
+    assert row is not None
+    return int(row["overdue"]), row["oldest"]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# helm, for the chart in deploy/helm/aimis and its tests: built from its Go module at a pinned
+# version into ~/.cache/aimis/bin (AIMIS_CACHE moves it). Standalone and idempotent: does nothing
+# when that binary already reports the pinned version. Prints the binary's path.
+set -euo pipefail
+
+HELM_VERSION="${AIMIS_HELM_VERSION:-v3.22.0}"
+BIN_DIR="${AIMIS_CACHE:-$HOME/.cache/aimis}/bin"
+HELM="$BIN_DIR/helm"
+
+have_pinned() {
+    [ -x "$HELM" ] && [ "$("$HELM" version --template '{{.Version}}' 2>/dev/null)" = "$HELM_VERSION" ]
+}
+
+if ! have_pinned; then
+    if ! command -v go >/dev/null 2>&1; then
+        echo "helm.sh: Go is needed to build helm $HELM_VERSION (apt-get install golang-go)" >&2
+        exit 1
+    fi
+    mkdir -p "$BIN_DIR"
+    echo "helm.sh: building helm $HELM_VERSION into $BIN_DIR (a few minutes, once)" >&2
+    GOBIN="$BIN_DIR" GOFLAGS=-buildvcs=false CGO_ENABLED=0 go install \
+        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+        "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    have_pinned || { echo "helm.sh: $HELM does not report $HELM_VERSION after the build" >&2; exit 1; }
+fi
+echo "$HELM"
