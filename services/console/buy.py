@@ -16,6 +16,7 @@ from services.console.web import Ctx, PageError, org_ctx, org_path
 
 router = APIRouter()
 KINDS = ("resources", "software", "services")
+FIELD_ORDER = ("feature", "mode", "quantity", "storage_years", "months", "years")
 SOFTWARE = ("SW-BASIC", "SW-OPT")
 
 
@@ -103,7 +104,9 @@ async def _page(c: Ctx, org: str, kind: str, form: dict[str, str] | None = None,
             values = dict(form) if mine and form else {k: str(pricing.default_value(v))
                                                        for k, v in (item.get("options") or {}).items()}
             line, hints = pricing.parse_line(item, values)
-            forms.append({"sku": item["sku"], "item": item, "values": values,
+            options = sorted((item.get("options") or {}).items(),
+                             key=lambda kv: FIELD_ORDER.index(kv[0]) if kv[0] in FIELD_ORDER else 99)
+            forms.append({"sku": item["sku"], "item": item, "values": values, "options": options,
                           "price": money(pricing.line_price(item, line)) if not any(h[0] == "hint.whole_number" for h in hints) else None,
                           "hints": _hint_text(c, hints) if mine else [],
                           "order_id": values.get("order_id") if mine and values.get("order_id") else _new_order_id()})

@@ -56,6 +56,13 @@ SKUS = {
                         "自付款起按整年（1 至 10 年）的月度订阅，到期自动结束。价格 = 月价 × 12 × 年数。"),
 }
 
+UNITS = {
+    "inspection": ("inspection", "次检查"), "inspection-year": ("inspection-year", "次检查·年"),
+    "review": ("review", "次审阅"), "product set": ("product set", "套"), "month": ("month", "月"),
+    "feature-month": ("feature-month", "功能·月"), "delivery": ("delivery", "次交付"),
+    "person-day": ("person-day", "人天"),
+}
+
 ERRORS = {
     "VALIDATION_ERROR": ("Some of the values are not valid. Please check the form.", "部分填写的值无效，请检查表单。"),
     "UNAUTHORIZED": ("Your sign-in is no longer valid. Please sign in again.", "您的登录已失效，请重新登录。"),
@@ -131,7 +138,8 @@ _EN: dict[str, str] = {
     "metric.arrears": "Arrears", "metric.forfeited": "Forfeited",
     "lot.id": "Lot", "lot.sku": "Product", "lot.quantity": "Quantity", "lot.remaining": "Remaining",
     "lot.storage": "Storage", "lot.credited": "Credited", "lot.expires": "Expires", "lot.status": "Status",
-    "lot.years": "{n} years", "lot.days_left": "{n} days left", "lot.expiring_soon": "Expires in under 30 days",
+    "lot.years": "{n} years", "lot.years.one": "1 year", "lot.days_left": "{n} days left",
+    "lot.days_left.one": "1 day left", "services.person_days.one": "1 person-day", "lot.expiring_soon": "Expires in under 30 days",
     "lot.status.active": "Active", "lot.status.depleted": "Used up", "lot.status.expired": "Expired",
     "usage.accepted": "Accepted", "usage.rejected": "Rejected", "usage.as_table": "Show the days with usage as a table",
     "usage.day": "Day",
@@ -166,7 +174,7 @@ _EN: dict[str, str] = {
     "buy.range": "From {min} to {max}.", "buy.step": "In steps of {n}.",
     "buy.include_basic": "Basic Edition ({price} USD per month)", "buy.optional_features": "Optional features",
     "buy.features_need_basic": "Optional features need an active Basic Edition, or the Basic Edition in the same order.",
-    "buy.per_month": "{price} USD per month", "buy.line_prefix": "Line {n} ({what}):",
+    "buy.per_month": "{price} USD per month", "buy.unit_price": "{price} USD per {unit}", "buy.line_prefix": "Line {n} ({what}):",
     "hint.whole_number": "{field}: enter a whole number.",
     "hint.one_of": "{field} must be one of {choices}.",
     "hint.min": "{field} must be at least {n}.", "hint.max": "{field} must be at most {n}.",
@@ -231,7 +239,8 @@ _ZH: dict[str, str] = {
     "metric.arrears": "欠费", "metric.forfeited": "已作废",
     "lot.id": "资源包", "lot.sku": "产品", "lot.quantity": "数量", "lot.remaining": "剩余",
     "lot.storage": "存储", "lot.credited": "入账", "lot.expires": "到期", "lot.status": "状态",
-    "lot.years": "{n} 年", "lot.days_left": "剩余 {n} 天", "lot.expiring_soon": "将在 30 天内到期",
+    "lot.years": "{n} 年", "lot.years.one": "1 年", "lot.days_left": "剩余 {n} 天",
+    "lot.days_left.one": "剩余 1 天", "services.person_days.one": "1 人天", "lot.expiring_soon": "将在 30 天内到期",
     "lot.status.active": "有效", "lot.status.depleted": "已用完", "lot.status.expired": "已过期",
     "usage.accepted": "接受", "usage.rejected": "拒绝", "usage.as_table": "以表格显示有用量的日期",
     "usage.day": "日期",
@@ -266,7 +275,7 @@ _ZH: dict[str, str] = {
     "buy.range": "范围 {min} 至 {max}。", "buy.step": "以 {n} 为单位。",
     "buy.include_basic": "基础版（每月 {price} 美元）", "buy.optional_features": "可选功能",
     "buy.features_need_basic": "可选功能需要基础版处于有效期内，或在同一订单中购买基础版。",
-    "buy.per_month": "每月 {price} 美元", "buy.line_prefix": "第 {n} 行（{what}）：",
+    "buy.per_month": "每月 {price} 美元", "buy.unit_price": "每{unit} {price} 美元", "buy.line_prefix": "第 {n} 行（{what}）：",
     "hint.whole_number": "{field}：请输入整数。",
     "hint.one_of": "{field}必须是以下之一：{choices}。",
     "hint.min": "{field}不能少于 {n}。", "hint.max": "{field}不能超过 {n}。",
@@ -302,6 +311,8 @@ for _k, (_en, _zh) in FEATURES.items():
 for _k, (_en, _zh, _den, _dzh) in SKUS.items():
     _EN[f"sku.{_k}"], _ZH[f"sku.{_k}"] = _en, _zh
     _EN[f"sku.{_k}.desc"], _ZH[f"sku.{_k}.desc"] = _den, _dzh
+for _k, (_en, _zh) in UNITS.items():
+    _EN[f"unit.{_k}"], _ZH[f"unit.{_k}"] = _en, _zh
 for _k, (_en, _zh) in ERRORS.items():
     _EN[f"error.{_k}"], _ZH[f"error.{_k}"] = _en, _zh
 
@@ -310,6 +321,8 @@ CATALOG: dict[str, dict[str, str]] = {"en": _EN, "zh-CN": _ZH}
 
 def t(lang: str, key: str, **params: Any) -> str:
     """The message in `lang`; the key itself when missing (a test keeps that from happening)."""
+    if params.get("n") == 1 and f"{key}.one" in _EN:  # the singular, where the language has one
+        key = f"{key}.one"
     text = CATALOG.get(lang, _EN).get(key) or _EN.get(key) or key
     if params:
         try:

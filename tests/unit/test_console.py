@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,10 @@ class FakeServices:
                 "cloud_inspection": {"purchased": 3000, "available": 1200, "used": 1800, "arrears": 0, "forfeited": 0,
                                      "lots": [{"lot_id": "o1.0", "order_id": "o1", "sku": "CI-QTY", "quantity": 3000,
                                                "remaining": 1200, "storage_years": 5, "credited_at": "2025-12-10T00:00:00Z",
-                                               "expires_at": "2026-12-10T00:00:00Z", "status": "active"}]},
+                                               "expires_at": _in_days(12), "status": "active"},
+                                              {"lot_id": "o2.0", "order_id": "o2", "sku": "CI-QTY", "quantity": 1000,
+                                               "remaining": 0, "storage_years": 1, "credited_at": "2026-01-10T00:00:00Z",
+                                               "expires_at": _in_days(300), "status": "active"}]},
                 "ai_review": {"purchased": 0, "available": 0, "used": 0, "arrears": 0, "forfeited": 0, "lots": []}}})
         if p.endswith("/usage"):
             return httpx.Response(200, json={"buckets": [
@@ -73,6 +77,10 @@ class FakeServices:
         if p.endswith("/acceptance"):
             return httpx.Response(200, json={})
         return _err(404, "NOT_FOUND")
+
+
+def _in_days(n: int) -> str:
+    return (datetime.now(timezone.utc) + timedelta(days=n, hours=1)).isoformat()
 
 
 def _err(status: int, code: str, line: int | None = None) -> httpx.Response:
@@ -225,6 +233,9 @@ async def test_overview_shows_each_metric_as_an_integer(console: httpx.AsyncClie
     assert metrics["cloud_inspection.available"] == "1200" and metrics["cloud_inspection.used"] == "1800"
     assert len(metrics) == 10
     assert "<svg" in r.text and "700 accepted, 3 rejected" in r.text
+    rows = re.findall(r"<tr( class=\"warn\")?>\s*<td><code>(o\d\.0)</code>", r.text)
+    assert rows == [(' class="warn"', "o1.0"), ("", "o2.0")]  # the warning under 30 days only
+    assert "12 days left" in r.text and "300 days left" in r.text and r.text.count("Expires in under 30 days") == 1
 
 
 async def test_services_page_has_a_csrf_protected_accept_form(console: httpx.AsyncClient, fake: FakeServices) -> None:
@@ -316,6 +327,7 @@ def test_every_literal_key_used_exists() -> None:
     missing = sorted(k for k in used if not i18n.has(k))
     assert not missing
     dynamic = [f"feature.{f}" for f in BOOK["items"][5]["options"]["feature"]] + [f"sku.{i['sku']}" for i in BOOK["items"]]
+    dynamic += [f"unit.{i['unit']}" for i in BOOK["items"]]
     assert all(i18n.has(k) for k in dynamic)
 
 
