@@ -41,8 +41,7 @@ async def console(stack: Stack) -> AsyncIterator[str]:
         shutil.rmtree(logs, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def driver() -> Iterator[object]:
+def _chrome(javascript: bool = True) -> tuple[object, str]:
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.fail("browser tests need Debian's chromium and chromium-driver: "
                     "apt-get install -y $(grep -v '^#' deploy/setup/apt-packages.txt | cut -d'#' -f1)")
@@ -53,16 +52,39 @@ def driver() -> Iterator[object]:
     profile = tempfile.mkdtemp(prefix="aimis-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
+    if not javascript:
+        opts.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
               "--disable-dev-shm-usage", "--window-size=1280,1000", f"--user-data-dir={profile}"):
         opts.add_argument(a)
     d = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
     d.set_page_load_timeout(30)
+    return d, profile
+
+
+@pytest.fixture(scope="session")
+def driver() -> Iterator[object]:
+    d, profile = _chrome()
     try:
         yield d
     finally:
-        d.quit()
+        d.quit()  # type: ignore[attr-defined]
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser_without_js(console: str, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A second Chromium with JavaScript switched off: the core flows must still work."""
+    from tests.browser.pages import Browser
+
+    d, profile = _chrome(javascript=False)
+    b = Browser(d, console, ARTIFACTS, request.node.name)  # type: ignore[arg-type]
+    try:
+        yield b
+        b.shot("end")
+    finally:
+        d.quit()  # type: ignore[attr-defined]
         shutil.rmtree(profile, ignore_errors=True)
 
 

@@ -202,3 +202,92 @@ def test_sign_out_and_be_refused(browser: Browser, stack: Stack) -> None:
     browser.d.add_cookie({"name": "aimis_session", "value": session["value"], "path": "/"})  # replay
     browser.open(f"/orgs/{org}")
     assert browser.path.startswith("/login") and not browser.all("[data-metric]")
+
+
+def test_core_flows_work_without_javascript(browser_without_js: Browser, stack: Stack) -> None:
+    b = browser_without_js
+    org = new_org(stack)
+    b.sign_in_org(org)
+    assert b.d.execute_script is not None and b.all("svg.chart")  # the chart is server-side SVG
+    b.open(f"/orgs/{org}/buy/resources")
+    b.fill("#form-CI-ANNUAL input[name=quantity]", "3000")
+    b.fill("#form-CI-ANNUAL input[name=storage_years]", "4")
+    b.click("#form-CI-ANNUAL button[value=quote]")  # the server computes the price
+    b.wait(lambda: b.text("#CI-ANNUAL-price") == "3,000.00 USD", what="the server-side price")
+    b.shot("show-price")
+    b.click("#form-CI-ANNUAL button[value=place]")
+    b.wait(lambda: "/orders/" in b.path, what="the order page")
+    order_id = b.path.split("/orders/")[1].split("?")[0]
+    assert b.css("[data-order-status]").get_attribute("data-order-status") == "placed"
+    assert stack.admin.order(order_id)["total"] == "3000.00"
+    b.click("header .tools a[hreflang=zh-CN]")
+    b.wait(lambda: "待付款" in b.text(), what="Chinese without a script")
+    b.sign_out()
+    b.open(f"/orgs/{org}")
+    assert b.path.startswith("/login")
+
+
+def test_keyboard_labels_and_focus(browser: Browser, stack: Stack) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    org = new_org(stack)
+    browser.open("/login")
+    body = browser.css("body")
+    body.send_keys(Keys.TAB)
+    first = browser.d.switch_to.active_element
+    assert first.get_attribute("class") == "skip"  # the skip link comes first and shows when focused
+    assert first.value_of_css_property("outline-style") != "none"
+    seen = []
+    for _ in range(3):  # the language link, the token field, the sign-in button
+        browser.d.switch_to.active_element.send_keys(Keys.TAB)
+        el = browser.d.switch_to.active_element
+        seen.append(el.get_attribute("id") or el.tag_name)
+        assert el.value_of_css_property("outline-style") != "none", seen[-1]
+    assert seen == ["a", "token", "button"]  # the form is reachable by keyboard
+    browser.sign_in_org(org)
+    unlabeled_js = """return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
+        .filter(e => !(e.id && document.querySelector('label[for="' + e.id + '"]'))).map(e => e.name)"""
+    for path in (f"/orgs/{org}/buy/resources", f"/orgs/{org}/buy/software", f"/orgs/{org}/buy/services"):
+        browser.open(path)
+        assert browser.d.execute_script(unlabeled_js) == [], path
+    browser.sign_out()
+    browser.sign_in_operator()
+    browser.open("/ops")
+    assert browser.d.execute_script(unlabeled_js) == []
+    # nothing on these pages came from anywhere but the console
+    urls = browser.d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert all(u.startswith(browser.base) or u.startswith("data:") for u in urls), urls
+
+
+def test_operator_imports_an_offline_order(browser: Browser, stack: Stack) -> None:
+    org = new_org(stack)
+    browser.sign_in_operator()
+    browser.open("/ops")
+    browser.fill("#import-org_id", org)
+    browser.fill("#import-order_id", f"{org}-perpetual")
+    browser.choose("#import-sku", "AI-PERPETUAL")
+    browser.fill("#import-quantity", "1")
+    browser.fill("#import-payment_ref", "WIRE-1")
+    browser.click("form[action='/ops/import'] button[type=submit]")
+    browser.wait(lambda: browser.css("[data-result=import]"), what="the import result")
+    assert f"{org}-perpetual" in browser.text("[data-result=import]") and "50000.00" in browser.text("[data-result=import]")
+    browser.shot("imported")
+    browser.open(f"/orgs/{org}")
+    browser.wait_reloading(lambda: "perpetual offline licence" in browser.text(), what="the offline licence")
+    assert stack.admin.order(f"{org}-perpetual")["status"] in ("paid", "fulfilled")
+
+
+def test_usage_chart_counts_what_metering_counted(browser: Browser, stack: Stack) -> None:
+    from datetime import datetime, timezone
+
+    org = new_org(stack)
+    now = datetime.now(timezone.utc).isoformat()
+    events = [{"specversion": "1.0", "id": f"{org}-u{i}", "source": "/browser-test", "type": "aimis.usage.cloud_inspection",
+               "subject": org, "time": now, "data": {"quantity": 5, "inspection_id": f"i{i}"}} for i in range(7)]
+    stack.admin.send_usage(events)  # no lots: storage is never refused, it becomes arrears
+    browser.sign_in_org(org)
+    browser.wait_reloading(lambda: browser.metrics().get("cloud_inspection.arrears") == 35, what="the arrears")
+    caption = browser.text("#h-cloud_inspection ~ figure figcaption")
+    assert "Accepted (35)" in caption
+    assert "Arrears" in browser.text() and browser.metrics()["cloud_inspection.used"] == 35
+    browser.shot("chart")

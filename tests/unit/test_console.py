@@ -35,13 +35,19 @@ class FakeServices:
         self.calls: list[httpx.Request] = []
         self.agreement = True
         self.place_error: tuple[int, str] | None = None
+        self.place_message: str | None = None
         self.refuse_tokens = False
+        self.down: set[str] = set()  # hosts that refuse connections
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(request)
+        if request.url.port in self.down:
+            raise httpx.ConnectError("connection refused", request=request)
         p, m = request.url.path, request.method
         if self.refuse_tokens and request.headers.get("authorization"):
             return _err(401, "UNAUTHORIZED")
+        if p == "/healthz":
+            return httpx.Response(200, json={"status": "ok"})
         if p == "/v1/catalog":
             return httpx.Response(200, json={"price_book_version": BOOK["version"], "currency": "USD", "items": BOOK["items"]})
         if p.startswith("/v1/orders/") and m == "GET":
@@ -53,7 +59,7 @@ class FakeServices:
             if body["lines"][0].get("quantity") == 0:
                 return _err(422, "QUANTITY_BELOW_MINIMUM")
             if self.place_error:
-                return _err(*self.place_error, line=0)
+                return _err(*self.place_error, line=0, message=self.place_message)
             return httpx.Response(201, json={"order_id": body["order_id"], "org_id": body["org_id"], "status": "placed",
                                              "lines": [], "total": "500.00", "price_book_version": "v", "placed_at": "2026-11-26T00:00:00Z"})
         if p.endswith("/balances"):
@@ -83,8 +89,8 @@ def _in_days(n: int) -> str:
     return (datetime.now(timezone.utc) + timedelta(days=n, hours=1)).isoformat()
 
 
-def _err(status: int, code: str, line: int | None = None) -> httpx.Response:
-    e: dict[str, Any] = {"code": code, "message": f"service says {code}"}
+def _err(status: int, code: str, line: int | None = None, message: str | None = None) -> httpx.Response:
+    e: dict[str, Any] = {"code": code, "message": message or f"service says {code}"}
     if line is not None:
         e["line"] = line
     return httpx.Response(status, json={"error": e})
@@ -356,3 +362,39 @@ def test_hints_follow_the_catalog_options() -> None:
     assert {h[0] for h in hints} == {"hint.multiple", "hint.one_of"}
     _, hints = pricing.parse_line(item, {"quantity": "lots", "storage_years": "5"})
     assert hints == [("hint.whole_number", {"field": "quantity"})]
+
+
+async def test_a_service_message_is_escaped(console: httpx.AsyncClient, fake: FakeServices) -> None:
+    await sign_in(console, org_token("h1"))
+    csrf = await page_csrf(console, "/orgs/h1/buy/services")
+    fake.place_error, fake.place_message = (422, "A_CODE_FROM_THE_FUTURE"), "<script>alert(1)</script>"
+    r = await console.post("/orgs/h1/buy/services", data={"csrf": csrf, "sku": "SVC-SCHEDULED", "quantity": "2",
+                                                          "action": "place", "order_id": "web-x"})
+    assert r.status_code == 422
+    assert "<script>alert" not in r.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text
+
+
+async def test_an_unreachable_service_is_a_503_page_not_a_traceback(console: httpx.AsyncClient, fake: FakeServices) -> None:
+    await sign_in(console, org_token("h1"))
+    fake.down.add(ConsoleSettings().entitlement_port)
+    r = await console.get("/orgs/h1")
+    assert r.status_code == 503 and "entitlement service is unavailable" in r.text and "Traceback" not in r.text
+    assert (await console.get("/readyz")).status_code == 503
+    fake.down.clear()
+    assert (await console.get("/readyz")).status_code == 200
+
+
+async def test_a_platform_token_cannot_sign_in(console: httpx.AsyncClient) -> None:
+    page = await console.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    token = jwt.encode({"role": "platform", "exp": 4102444800}, SECRET, algorithm="HS256")
+    r = await console.post("/login", data={"token": token, "csrf": csrf})
+    assert r.status_code == 400 and "role cannot use the console" in r.text and COOKIE not in console.cookies
+
+
+async def test_hostile_paths_are_404(console: httpx.AsyncClient, fake: FakeServices) -> None:
+    await sign_in(console, auth.mint(SECRET, "admin"))
+    before = len(fake.calls)
+    for path in ("/orgs/%00bad", "/orgs/-x", "/orgs/" + "a" * 65, "/orgs/h1/buy/elsewhere"):
+        assert (await console.get(path)).status_code == 404, path
+    assert len(fake.calls) <= before + 1  # at most the catalog of an unknown buy page was asked
