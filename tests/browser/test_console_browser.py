@@ -27,6 +27,11 @@ def buy(b: Browser, org: str, kind: str, form: str, fields: dict[str, str], sele
         b.choose(f"#form-{form} select[name={name}]", value)
     for name, value in fields.items():
         b.fill(f"#form-{form} input[name={name}]", value)
+    return place(b, form)
+
+
+def place(b: Browser, form: str) -> str:
+    """Press "Place order" on one form; return the id of the order the next page shows."""
     b.click(f"#form-{form} button[value=place]")
     b.wait(lambda: "/orders/" in b.path, what="the order page")
     return b.path.split("/orders/")[1].split("?")[0]
@@ -51,9 +56,7 @@ def test_buy_pay_and_see_the_credit_as_the_api_has_it(browser: Browser, stack: S
     browser.fill("#form-CI-QTY input[name=quantity]", "10000")
     browser.wait(lambda: browser.text("#CI-QTY-price") == "32,000.00 USD", what="the live price")
     browser.shot("price")
-    browser.click("#form-CI-QTY button[value=place]")
-    browser.wait(lambda: "/orders/" in browser.path, what="the order page")
-    ci_order = browser.path.split("/orders/")[1].split("?")[0]
+    ci_order = place(browser, "CI-QTY")
     assert browser.css("[data-order-status]").get_attribute("data-order-status") == "placed"
     assert "awaiting payment" in browser.text().lower()
     assert browser.css("[data-order-total]").get_attribute("data-order-total") == "32000.00"
@@ -64,9 +67,7 @@ def test_buy_pay_and_see_the_credit_as_the_api_has_it(browser: Browser, stack: S
     browser.fill("#software-months", "12")
     browser.click("#software-feature-cloud_film")
     browser.wait(lambda: browser.text("#software-price") == "11,400.00 USD", what="the software price")
-    browser.click("#form-software button[value=place]")
-    browser.wait(lambda: "/orders/" in browser.path, what="the order page")
-    sw_order = browser.path.split("/orders/")[1].split("?")[0]
+    sw_order = place(browser, "software")
     assert "awaiting payment" in browser.text().lower()
 
     browser.open(f"/orgs/{org}/orders")
@@ -215,9 +216,7 @@ def test_core_flows_work_without_javascript(browser_without_js: Browser, stack: 
     b.click("#form-CI-ANNUAL button[value=quote]")  # the server computes the price
     b.wait(lambda: b.text("#CI-ANNUAL-price") == "3,000.00 USD", what="the server-side price")
     b.shot("show-price")
-    b.click("#form-CI-ANNUAL button[value=place]")
-    b.wait(lambda: "/orders/" in b.path, what="the order page")
-    order_id = b.path.split("/orders/")[1].split("?")[0]
+    order_id = place(b, "CI-ANNUAL")
     assert b.css("[data-order-status]").get_attribute("data-order-status") == "placed"
     assert stack.admin.order(order_id)["total"] == "3000.00"
     b.click("header .tools a[hreflang=zh-CN]")
