@@ -146,10 +146,32 @@ async def orders(request: Request, org: str) -> Response:
     return c.render("orders.html", org=org, orders=rows, next=page.get("next"), page="orders")
 
 
-@router.get("/orgs/{org}/orders/{order_id}")
-async def order(request: Request, org: str, order_id: str) -> Response:
-    c = org_ctx(request, org)
+async def _order_of(c: Any, org: str, order_id: str) -> dict[str, Any]:
     o = await c.upstream.get("order", f"/v1/orders/{quote(order_id, safe='')}", c.token)
     if o.get("org_id") != org:  # an operator following a link with the wrong org: not this org's order
         raise UpstreamError(404, "NOT_FOUND", "not this org's order", service="order")
-    return c.render("order.html", org=org, order=o, page="orders", placed=request.query_params.get("placed"))
+    return o
+
+
+@router.get("/orgs/{org}/orders/{order_id}")
+async def order(request: Request, org: str, order_id: str) -> Response:
+    c = org_ctx(request, org)
+    o = await _order_of(c, org, order_id)
+    return c.render("order.html", org=org, order=o, page="orders", placed=request.query_params.get("placed"),
+                    cancelled=request.query_params.get("cancelled"))
+
+
+@router.post("/orgs/{org}/orders/{order_id}/cancel")
+async def cancel(request: Request, org: str, order_id: str) -> Response:
+    """Cancel a placed (unpaid) order."""
+    c = org_ctx(request, org)
+    await c.form()
+    await _order_of(c, org, order_id)
+    try:
+        await c.upstream.call("order", "POST", f"/v1/orders/{quote(order_id, safe='')}/cancel", c.token)
+    except UpstreamError as e:
+        if e.status != 409:
+            raise
+        o = await _order_of(c, org, order_id)
+        return c.render("order.html", 409, org=org, order=o, page="orders", error=c.error(e))
+    return RedirectResponse(org_path(org, "orders", order_id) + "?cancelled=1", status_code=303)

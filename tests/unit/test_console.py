@@ -37,7 +37,9 @@ class FakeServices:
         self.place_error: tuple[int, str] | None = None
         self.place_message: str | None = None
         self.refuse_tokens = False
-        self.down: set[str] = set()  # hosts that refuse connections
+        self.down: set[int] = set()  # ports that refuse connections
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.cancelled: list[str] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(request)
@@ -50,7 +52,13 @@ class FakeServices:
             return httpx.Response(200, json={"status": "ok"})
         if p == "/v1/catalog":
             return httpx.Response(200, json={"price_book_version": BOOK["version"], "currency": "USD", "items": BOOK["items"]})
+        if p.startswith("/v1/orders/") and p.endswith("/cancel"):
+            self.cancelled.append(p.split("/")[3])
+            return httpx.Response(200, json={})
         if p.startswith("/v1/orders/") and m == "GET":
+            oid = p.split("/")[3]
+            if oid in self.orders:
+                return httpx.Response(200, json=self.orders[oid])
             return _err(404, "NOT_FOUND")
         if p == "/v1/orders" and m == "POST":
             body = json.loads(request.content)
@@ -398,3 +406,20 @@ async def test_hostile_paths_are_404(console: httpx.AsyncClient, fake: FakeServi
     for path in ("/orgs/%00bad", "/orgs/-x", "/orgs/" + "a" * 65, "/orgs/h1/buy/elsewhere"):
         assert (await console.get(path)).status_code == 404, path
     assert len(fake.calls) <= before + 1  # at most the catalog of an unknown buy page was asked
+
+
+async def test_cancel_only_the_orgs_own_order(console: httpx.AsyncClient, fake: FakeServices) -> None:
+    line = {"line": 0, "sku": "SVC-DELIVERY", "mode": "remote", "price": "2000.00"}
+    for oid, org in (("mine", "h1"), ("theirs", "h2")):
+        fake.orders[oid] = {"order_id": oid, "org_id": org, "status": "placed", "lines": [line], "total": "2000.00",
+                            "price_book_version": "v", "placed_at": "2026-11-26T00:00:00Z"}
+    await sign_in(console, org_token("h1"))
+    page = await console.get("/orgs/h1/orders/mine")
+    assert 'action="/orgs/h1/orders/mine/cancel"' in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    assert (await console.post("/orgs/h1/orders/mine/cancel", data={})).status_code == 403
+    r = await console.post("/orgs/h1/orders/mine/cancel", data={"csrf": csrf})
+    assert r.status_code == 303 and fake.cancelled == ["mine"]
+    # an order of another org under this org's path is not found, and is not cancelled
+    assert (await console.post("/orgs/h1/orders/theirs/cancel", data={"csrf": csrf})).status_code == 404
+    assert fake.cancelled == ["mine"]
