@@ -72,36 +72,43 @@ async def overview(request: Request, org: str) -> Response:
     return c.render("overview.html", org=org, resources=resources, page="overview", chart_days=CHART_DAYS)
 
 
-async def _ledger(c: Any, org: str) -> list[dict[str, Any]]:
+async def _licence_periods(c: Any, org: str) -> tuple[list[dict[str, Any]], bool]:
+    """licence_activated entries from the org's ledger (the API has no type filter: read page by
+    page, at most LEDGER_PAGES pages); True when the ledger was longer than that."""
     entries: list[dict[str, Any]] = []
     after = None
     for _ in range(LEDGER_PAGES):
         page = await c.upstream.get("entitlement", f"/v1/orgs/{quote(org, safe='')}/ledger", c.token,
                                     limit=1000, after=after)
-        entries += page.get("entries") or []
+        entries += [e for e in page.get("entries") or [] if e.get("type") == "aimis.ledger.licence_activated"]
         after = page.get("next")
         if not after:
-            break
-    return entries
+            return entries, False
+    return entries, True
 
 
 @router.get("/orgs/{org}/renewals")
 async def renewals(request: Request, org: str) -> Response:
-    """Every credited lot and licence period (the overview's "renewal records"), newest first."""
+    """Every credited lot (from the balances) and licence period (from the ledger): the overview's
+    "renewal records", newest first."""
     c = org_ctx(request, org)
+    p = quote(org, safe="")
+    balances, (licences, truncated) = await asyncio.gather(
+        c.upstream.get("entitlement", f"/v1/orgs/{p}/balances", c.token), _licence_periods(c, org))
     records = []
-    for e in await _ledger(c, org):
+    for res, b in (balances.get("resources") or {}).items():
+        for lot in b.get("lots") or []:
+            records.append({"kind": "lot", "what": res, "sku": lot.get("sku"), "order_id": lot.get("order_id"),
+                            "quantity": lot.get("quantity"), "start": lot.get("credited_at"),
+                            "end": lot.get("expires_at")})
+    for e in licences:
         d = e.get("data") or {}
-        if e.get("type") == "aimis.ledger.lot_credited":
-            records.append({"kind": "lot", "what": d.get("resource"), "sku": d.get("sku"),
-                            "order_id": d.get("order_id"), "quantity": d.get("quantity"),
-                            "start": d.get("credited_at"), "end": d.get("expires_at")})
-        elif e.get("type") == "aimis.ledger.licence_activated":
-            records.append({"kind": "licence", "what": d.get("feature"), "sku": d.get("sku"),
-                            "order_id": d.get("order_id"), "quantity": None,
-                            "start": d.get("period_start"), "end": d.get("period_end")})
+        records.append({"kind": "licence", "what": d.get("feature"), "sku": d.get("sku"),
+                        "order_id": d.get("order_id"), "quantity": None,
+                        "start": d.get("period_start"), "end": d.get("period_end")})
     records.sort(key=lambda r: str(r["start"] or ""), reverse=True)
-    return c.render("renewals.html", org=org, records=records, page="renewals")
+    return c.render("renewals.html", org=org, records=records, page="renewals", truncated=truncated,
+                    max_entries=LEDGER_PAGES * 1000)
 
 
 @router.get("/orgs/{org}/software")

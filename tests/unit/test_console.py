@@ -40,6 +40,8 @@ class FakeServices:
         self.down: set[int] = set()  # ports that refuse connections
         self.orders: dict[str, dict[str, Any]] = {}
         self.cancelled: list[str] = []
+        self.ledger_reads = 0
+        self.endless_ledger = False
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(request)
@@ -81,6 +83,13 @@ class FakeServices:
                                                "remaining": 0, "storage_years": 1, "credited_at": "2026-01-10T00:00:00Z",
                                                "expires_at": _in_days(300), "status": "active"}]},
                 "ai_review": {"purchased": 0, "available": 0, "used": 0, "arrears": 0, "forfeited": 0, "lots": []}}})
+        if p.endswith("/ledger"):
+            self.ledger_reads += 1
+            entry = {"id": "e1", "type": "aimis.ledger.licence_activated", "time": "2026-02-01T00:00:00Z",
+                     "data": {"feature": "cloud_film", "sku": "SW-OPT", "order_id": "o5",
+                              "period_start": "2026-02-01T00:00:00Z", "period_end": "2026-08-01T00:00:00Z"}}
+            usage = {"id": "e2", "type": "aimis.ledger.usage_deducted", "time": "2026-02-02T00:00:00Z", "data": {}}
+            return httpx.Response(200, json={"entries": [entry, usage], "next": "7" if self.endless_ledger else None})
         if p.endswith("/usage"):
             return httpx.Response(200, json={"buckets": [
                 {"start": "2026-11-20T00:00:00Z", "resource": "cloud_inspection", "accepted": 700, "rejected": 3}]})
@@ -423,3 +432,33 @@ async def test_cancel_only_the_orgs_own_order(console: httpx.AsyncClient, fake: 
     # an order of another org under this org's path is not found, and is not cancelled
     assert (await console.post("/orgs/h1/orders/theirs/cancel", data={"csrf": csrf})).status_code == 404
     assert fake.cancelled == ["mine"]
+
+
+async def test_renewal_records_list_lots_and_licence_periods(console: httpx.AsyncClient, fake: FakeServices) -> None:
+    await sign_in(console, org_token("h1"))
+    r = await console.get("/orgs/h1/renewals")
+    rows = re.findall(r'<tr class="renewal">(.*?)</tr>', r.text, re.S)
+    assert len(rows) == 3  # two lots from the balances, one licence period from the ledger
+    assert "Cloud film" in r.text and "2026-08-01" in r.text and ">o5<" in r.text and "3,000" in r.text
+    assert "longer than" not in r.text
+    fake.endless_ledger, fake.ledger_reads = True, 0
+    r = await console.get("/orgs/h1/renewals")
+    assert fake.ledger_reads == 50 and "longer than 50,000 entries" in r.text  # bounded, and says so
+
+
+def _luminance(hex_colour: str) -> float:
+    rgb = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def test_text_colours_have_aa_contrast() -> None:
+    css = (CONSOLE / "static" / "console.css").read_text()
+    var = dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-f]{6})", css))
+    pairs = [("ink", "bg"), ("muted", "bg"), ("link", "bg"), ("ok", "ok-bg"), ("bad", "bad-bg"), ("warn", "warn-bg"),
+             ("brand", "bg")]
+    for fg, bg in pairs + [("#ffffff", "brand")]:
+        a = _luminance(var.get(fg, fg)) if not fg.startswith("#") else _luminance(fg)
+        b = _luminance(var[bg])
+        ratio = (max(a, b) + 0.05) / (min(a, b) + 0.05)
+        assert ratio >= 4.5, (fg, bg, ratio)
