@@ -130,6 +130,7 @@ def create_app(settings: ConsoleSettings | None = None, transport: httpx.AsyncBa
                 return login_page(c, 400, c.t("login.refused"))
             if e.status not in (403, 404):
                 return login_page(c, 503, c.t("error.unavailable", service=e.service))
+        app.state.sessions.close(request.cookies.get(COOKIE))  # a new sign-in replaces any session
         sid, session = app.state.sessions.open(token, claims)
         target = safe_next(str(form.get("next") or "")) or "/"
         resp = RedirectResponse(target, status_code=303)
@@ -140,7 +141,8 @@ def create_app(settings: ConsoleSettings | None = None, transport: httpx.AsyncBa
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
         c = ctx(request, login=False)
-        await c.form()  # 403 without the session's CSRF token
+        if c.session is not None:
+            await c.form()  # 403 without the session's CSRF token
         app.state.sessions.close(request.cookies.get(COOKIE))
         resp = RedirectResponse("/login?reason=signed_out", status_code=303)
         resp.delete_cookie(COOKIE, path="/")

@@ -128,7 +128,7 @@ async def console(fake: FakeServices):  # type: ignore[no-untyped-def]
 async def sign_in(c: httpx.AsyncClient, token: str) -> str:
     """Sign in through the form; return the session's CSRF token (read from a page, as a browser would)."""
     page = await c.get("/login")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    csrf = re.search(r'action="/login"[^>]*>\s*<input type="hidden" name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
     r = await c.post("/login", data={"token": token, "csrf": csrf})
     assert r.status_code == 303, r.text
     return csrf
@@ -462,3 +462,20 @@ def test_text_colours_have_aa_contrast() -> None:
         b = _luminance(var[bg])
         ratio = (max(a, b) + 0.05) / (min(a, b) + 0.05)
         assert ratio >= 4.5, (fg, bg, ratio)
+
+
+async def test_signing_in_again_ends_the_previous_session(console: httpx.AsyncClient) -> None:
+    await sign_in(console, org_token("h1"))
+    first = console.cookies.get(COOKIE)
+    await sign_in(console, org_token("h2"))
+    assert console.cookies.get(COOKIE) != first
+    console.cookies.set(COOKIE, first)
+    assert (await console.get("/orgs/h1")).status_code == 303  # the first session is over
+
+
+async def test_operator_sees_a_link_to_record_the_missing_agreement(console: httpx.AsyncClient, fake: FakeServices) -> None:
+    fake.agreement = False
+    await sign_in(console, auth.mint(SECRET, "admin"))
+    r = await console.get("/orgs/h9/buy/resources")
+    assert 'href="/ops?org_id=h9#agreement"' in r.text
+    assert 'id="agreement-org_id" name="org_id" value="h9"' in (await console.get("/ops?org_id=h9")).text
