@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
@@ -131,6 +132,8 @@ def main() -> None:
     out.print()
     out.print(f"[bold green]demo complete[/] for {org}; see `aimis balance {org}` and "
               f"`aimis ledger tail --org {org} --from-beginning`")
+    console = os.environ.get("AIMIS_CONSOLE_URL") or f"http://127.0.0.1:{os.environ.get('AIMIS_CONSOLE_PORT', '8000')}"
+    out.print(f"console: {console}/orgs/{org}  (sign in with `.venv/bin/aimis token mint --org {org}`)", soft_wrap=True)
 
 
 if __name__ == "__main__":

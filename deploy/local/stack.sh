@@ -27,6 +27,7 @@ port_of() {
     entitlement) echo "${AIMIS_ENTITLEMENT_PORT:-8002}" ;;
     metering) echo "${AIMIS_METERING_PORT:-8003}" ;;
     expiry) echo "${AIMIS_EXPIRY_PORT:-8004}" ;;
+    console) echo "${AIMIS_CONSOLE_PORT:-8000}" ;;
   esac
 }
 
@@ -83,7 +84,8 @@ up() {
   echo "AIMIS Billing is up."
   echo "  kafka        $AIMIS_KAFKA_BOOTSTRAP"
   echo "  postgres     $AIMIS_DATABASE_URL"
-  for s in $(services); do printf '  %-12s http://127.0.0.1:%s  (docs: /docs, log: %s)\n' "$s" "$(port_of "$s")" ".run/logs/$s.log"; done
+  for s in $(services); do [ "$s" = console ] && continue; printf '  %-12s http://127.0.0.1:%s  (docs: /docs, log: %s)\n' "$s" "$(port_of "$s")" ".run/logs/$s.log"; done
+  echo "  console      http://127.0.0.1:$(port_of console)/login  (sign in with a token: .venv/bin/aimis token mint --org ORG)"
   echo "  admin token  $("$PY" -c 'from shared.auth import mint; from shared.config import Settings; print(mint(Settings().auth_secret, "admin"))')"
   echo "Stop everything with: make down"
 }
