@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.base import RequestResponseEndpoint
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from services.console import buy, ops, pages
@@ -51,7 +52,7 @@ def create_app(settings: ConsoleSettings | None = None, transport: httpx.AsyncBa
                         secure=s.console_secure_cookie)
 
     @app.middleware("http")
-    async def headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def headers(request: Request, call_next: RequestResponseEndpoint) -> Response:
         resp: Response = await call_next(request)
         resp.headers.setdefault("Content-Security-Policy", CSP)
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -168,7 +169,7 @@ def create_app(settings: ConsoleSettings | None = None, transport: httpx.AsyncBa
                 return r.status_code == 200
             except UpstreamError:
                 return False
-        states = dict(zip(SERVICES, await asyncio.gather(*(up(n) for n in SERVICES))))
+        states = dict(zip(SERVICES, await asyncio.gather(*(up(n) for n in SERVICES)), strict=True))
         return JSONResponse({"status": "ready" if all(states.values()) else "not ready", "services": states},
                             status_code=200 if all(states.values()) else 503)
 

@@ -51,7 +51,9 @@ def _new_order_id() -> str:
     return f"web-{uuid.uuid4().hex[:24]}"
 
 
-def _software_lines(by_sku: dict[str, dict[str, Any]], form: dict[str, str], features: list[str]) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
+def _software_lines(
+    by_sku: dict[str, dict[str, Any]], form: dict[str, str], features: list[str]
+) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
     base, hints = pricing.parse_line(by_sku["SW-BASIC"], form)
     if "months" not in base:
         return [], hints
@@ -87,7 +89,7 @@ async def _page(c: Ctx, org: str, kind: str, form: dict[str, str] | None = None,
         return c.render("buy.html", status, org=org, kind=kind, page=f"buy_{kind}", agreement=False, forms=[])
     items = _items_for(kind, catalog)
     by_sku = {i["sku"]: i for i in items}
-    forms = []
+    forms: list[dict[str, Any]] = []
     if kind == "software":
         if set(SOFTWARE) <= set(by_sku):
             f = form or {"months": "12", "basic": "on"}
@@ -106,12 +108,13 @@ async def _page(c: Ctx, org: str, kind: str, form: dict[str, str] | None = None,
             options = sorted((item.get("options") or {}).items(),
                              key=lambda kv: FIELD_ORDER.index(kv[0]) if kv[0] in FIELD_ORDER else 99)
             forms.append({"sku": item["sku"], "item": item, "values": values, "options": options,
-                          "price": money(pricing.line_price(item, line)) if not any(h[0] == "hint.whole_number" for h in hints) else None,
+                          "price": None if any(h[0] == "hint.whole_number" for h in hints)
+                          else money(pricing.line_price(item, line)),
                           "hints": _hint_text(c, hints) if mine else [],
                           "order_id": values.get("order_id") if mine and values.get("order_id") else _new_order_id()})
-    for f in forms:
-        if f["sku"] == state.get("for_sku"):
-            f["error"] = state.get("error")
+    for entry in forms:
+        if entry["sku"] == state.get("for_sku"):
+            entry["error"] = state.get("error")
     return c.render("buy.html", status, org=org, kind=kind, page=f"buy_{kind}", agreement=True, forms=forms,
                     currency=catalog.get("currency", "USD"), version=catalog.get("price_book_version"))
 
@@ -150,8 +153,9 @@ async def buy(request: Request, org: str, kind: str) -> Response:
     form = await c.form()
     if kind not in KINDS:
         raise PageError(404, "error.not_found")
-    features = (await request.form()).getlist("feature") if kind == "software" else None
-    features = [f for f in features if isinstance(f, str)] if features is not None else None
+    features: list[str] | None = None
+    if kind == "software":  # uploads are not features
+        features = [f for f in (await request.form()).getlist("feature") if isinstance(f, str)]
     if form.get("action") != "place":
         return await _page(c, org, kind, form, features)
     catalog = await c.upstream.get("order", "/v1/catalog", c.token)

@@ -113,8 +113,8 @@ async def agreement(request: Request) -> Response:
     if not ORG_RE.match(org) or not signed or not form.get("agreement_ref", "").strip():
         return await _page(c, 400, result=("agreement", False, c.t("ops.fill_all")), values=form)
     body = {"agreement_ref": form["agreement_ref"].strip(), "signed_at": signed}
-    return await _act(c, form, "agreement",
-                      c.upstream.call("order", "PUT", f"/v1/admin/orgs/{quote(org, safe='')}/agreement", c.token, json=body),
+    path = f"/v1/admin/orgs/{quote(org, safe='')}/agreement"
+    return await _act(c, form, "agreement", c.upstream.call("order", "PUT", path, c.token, json=body),
                       "ops.agreement_done", org=org)
 
 
@@ -128,13 +128,14 @@ async def import_order(request: Request) -> Response:
         if v:
             line[k] = int(v) if k in pricing.NUMERIC and v.isdigit() and len(v) < 12 else v
     paid = _instant(form.get("paid_at", ""))
-    org, oid, ref = form.get("org_id", "").strip(), form.get("order_id", "").strip(), form.get("payment_ref", "").strip()
+    org, oid, ref = (form.get(k, "").strip() for k in ("org_id", "order_id", "payment_ref"))
     if not (ORG_RE.match(org) and oid and ref and paid):
         return await _page(c, 400, result=("import", False, c.t("ops.fill_all")), values=form)
     if any(isinstance(line.get(k), str) for k in pricing.NUMERIC):
         return await _page(c, 400, result=("import", False, c.t("hint.whole_number", field="")), values=form)
     body = {"order_id": oid, "org_id": org, "lines": [line], "paid_at": paid, "payment_ref": ref}
-    return await _act(c, form, "import", c.upstream.call("order", "POST", "/v1/admin/orders/import", c.token, json=body),
+    return await _act(c, form, "import",
+                      c.upstream.call("order", "POST", "/v1/admin/orders/import", c.token, json=body),
                       "ops.import_done")
 
 
@@ -142,7 +143,7 @@ async def import_order(request: Request) -> Response:
 async def payment(request: Request) -> Response:
     c = operator_ctx(request)
     form = await c.form()
-    oid, ref, amount = form.get("order_id", "").strip(), form.get("payment_ref", "").strip(), form.get("amount", "").strip()
+    oid, ref, amount = (form.get(k, "").strip() for k in ("order_id", "payment_ref", "amount"))
     if not oid or not ref:
         return await _page(c, 400, result=("payment", False, c.t("ops.fill_all")), values=form)
     if not amount:  # the order's total

@@ -63,13 +63,20 @@ def line_price(item: dict[str, Any], line: Line) -> Decimal | None:
 
 
 def total(items: dict[str, dict[str, Any]], lines: list[Line]) -> Decimal | None:
-    prices = [line_price(items[ln["sku"]], ln) if ln["sku"] in items else None for ln in lines]
-    if not prices or any(p is None for p in prices):
+    prices: list[Decimal] = []
+    for ln in lines:
+        price = line_price(items[ln["sku"]], ln) if ln["sku"] in items else None
+        if price is None:
+            return None
+        prices.append(price)
+    if not prices:
         return None
-    return sum(prices, Decimal("0.00"))  # type: ignore[arg-type]
+    return sum(prices, Decimal("0.00"))
 
 
-def parse_line(item: dict[str, Any], form: dict[str, str], fixed: dict[str, Any] | None = None) -> tuple[Line, list[Hint]]:
+def parse_line(
+    item: dict[str, Any], form: dict[str, str], fixed: dict[str, Any] | None = None
+) -> tuple[Line, list[Hint]]:
     """The order line the form describes, and what is not a valid choice (as message keys)."""
     line: Line = {"sku": item["sku"], **(fixed or {})}
     problems: list[Hint] = []

@@ -64,7 +64,10 @@ def claims_of(token: str) -> dict[str, Any]:
 
 
 def csrf_ok(expected: str | None, given: object) -> bool:
-    return bool(expected) and isinstance(given, str) and hmac.compare_digest(expected, given)  # type: ignore[arg-type]
+    if not expected or not isinstance(given, str):
+        return False
+    # bytes, not str: compare_digest raises TypeError on a str with non-ASCII characters (hostile form input)
+    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 class SessionStore:

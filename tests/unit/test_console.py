@@ -195,6 +195,18 @@ async def test_post_without_csrf_is_403_and_reaches_no_service(console: httpx.As
     assert len(fake.calls) == before
 
 
+async def test_a_non_ascii_csrf_value_is_403_not_a_traceback(console: httpx.AsyncClient, fake: FakeServices) -> None:
+    await console.get("/login")
+    r = await console.post("/login", data={"token": org_token("h1"), "csrf": "été 会话"})
+    assert r.status_code == 403
+    assert COOKIE not in console.cookies
+    await sign_in(console, org_token("h1"))
+    before = len(fake.calls)
+    r = await console.post("/orgs/h1/services/o9.0/accept", data={"csrf": "été 会话"})
+    assert r.status_code == 403
+    assert len(fake.calls) == before
+
+
 async def test_sign_out_ends_the_session(console: httpx.AsyncClient) -> None:
     await sign_in(console, org_token("h1"))
     old = console.cookies.get(COOKIE)
