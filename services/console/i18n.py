@@ -68,6 +68,7 @@ ERRORS = {
     "UNAUTHORIZED": ("Your sign-in is no longer valid. Please sign in again.", "您的登录已失效，请重新登录。"),
     "FORBIDDEN": ("Your role may not do this.", "您的角色无权执行此操作。"),
     "NOT_FOUND": ("This was not found.", "未找到该内容。"),
+    "METHOD_NOT_ALLOWED": ("The service does not accept this request here.", "该服务在此处不接受此请求。"),
     "AGREEMENT_REQUIRED": ("The signed offline cooperation agreement of this organisation has not been recorded yet, so no order can be placed.",
                            "该机构的线下合作协议尚未登记，因此无法下单。"),
     "QUANTITY_BELOW_MINIMUM": ("The quantity is below the minimum of 1,000.", "数量低于最低购买量 1,000。"),

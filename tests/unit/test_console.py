@@ -20,11 +20,15 @@ from services.console.app import create_app
 from services.console.sessions import COOKIE
 from services.console.settings import ConsoleSettings
 from services.order import domain as order_domain
+from services.order.app import load_price_book
 from shared import auth
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSOLE = ROOT / "services" / "console"
-BOOK = json.loads((ROOT / "services/order/pricebook/2026-11-01.json").read_text())
+BOOK_PATH = ROOT / "services/order/pricebook/2026-11-01.json"
+BOOK = json.loads(BOOK_PATH.read_text())
+# What GET /v1/catalog answers: the book's names and prices with the SKU registry's options, resource and online.
+CATALOG = load_price_book(BOOK_PATH)[1].model_dump(mode="json")
 SECRET = "unit-secret-0123456789abcdef0123456789"
 
 
@@ -53,7 +57,7 @@ class FakeServices:
         if p == "/healthz":
             return httpx.Response(200, json={"status": "ok"})
         if p == "/v1/catalog":
-            return httpx.Response(200, json={"price_book_version": BOOK["version"], "currency": "USD", "items": BOOK["items"]})
+            return httpx.Response(200, json=CATALOG)
         if p.startswith("/v1/orders/") and p.endswith("/cancel"):
             self.cancelled.append(p.split("/")[3])
             return httpx.Response(200, json={})
@@ -361,8 +365,8 @@ def test_every_literal_key_used_exists() -> None:
     used = {k for k in used if not k.endswith((".", "_", ".html"))}  # prefixes of computed keys, file names
     missing = sorted(k for k in used if not i18n.has(k))
     assert not missing
-    dynamic = [f"feature.{f}" for f in BOOK["items"][5]["options"]["feature"]] + [f"sku.{i['sku']}" for i in BOOK["items"]]
-    dynamic += [f"unit.{i['unit']}" for i in BOOK["items"]]
+    dynamic = [f"feature.{f}" for f in CATALOG["items"][5]["options"]["feature"]] + [f"sku.{i['sku']}" for i in CATALOG["items"]]
+    dynamic += [f"unit.{i['unit']}" for i in CATALOG["items"]]
     assert all(i18n.has(k) for k in dynamic)
 
 
@@ -380,12 +384,12 @@ def test_every_literal_key_used_exists() -> None:
 def test_console_prices_agree_with_the_order_service(line: dict[str, Any]) -> None:
     book = order_domain.PriceBook.from_dict(BOOK)
     expected = order_domain.price_line(order_domain.Line(**line), 0, book).price
-    item = next(i for i in BOOK["items"] if i["sku"] == line["sku"])
+    item = next(i for i in CATALOG["items"] if i["sku"] == line["sku"])
     assert pricing.line_price(item, line) == expected == expected.quantize(Decimal("0.01"))
 
 
 def test_hints_follow_the_catalog_options() -> None:
-    item = next(i for i in BOOK["items"] if i["sku"] == "CI-QTY")
+    item = next(i for i in CATALOG["items"] if i["sku"] == "CI-QTY")
     line, hints = pricing.parse_line(item, {"quantity": "1,500", "storage_years": "4"})
     assert line["quantity"] == 1500
     assert {h[0] for h in hints} == {"hint.multiple", "hint.one_of"}
