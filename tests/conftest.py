@@ -11,7 +11,7 @@ from shared.config import Settings
 from tests.support.infra import Infra, infra
 
 
-_STAGE = {"unit": 0, "integration": 1, "e2e": 2}
+_STAGE = {"unit": 0, "integration": 1, "e2e": 2, "cluster": 3}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
