@@ -55,11 +55,15 @@ async def provision(bootstrap: str, options: dict[str, str], replication: int, m
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000, **options)
     await admin.start()
     try:
+        await _until_brokers(admin, replication)
         existing = set(await admin.list_topics())
         config = {"min.insync.replicas": str(min_isr)}
         missing = [NewTopic(t, partitions, replication, topic_configs=config) for t in all_topics() if t not in existing]
         if missing:
-            await admin.create_topics(missing)
+            resp = await admin.create_topics(missing)
+            failed = [(t[0], t[1]) for t in resp.topic_errors if t[1] not in (0, 36)]  # 36: already exists
+            if failed:
+                raise RuntimeError(f"topics not created: {failed}")
         await _until_led(admin, all_topics())
         for rtype, name, pattern, user, op in acl_entries():
             resp = await admin._send_request(  # noqa: SLF001 - no public ACL API in aiokafka
@@ -74,16 +78,26 @@ async def provision(bootstrap: str, options: dict[str, str], replication: int, m
         await admin.close()
 
 
-async def _until_led(admin: AIOKafkaAdminClient, names: tuple[str, ...], timeout_s: float = 60) -> None:
+async def _until_brokers(admin: AIOKafkaAdminClient, n: int, timeout_s: float = 180) -> None:
+    """A topic with `n` replicas needs `n` registered brokers: wait for them."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while len((await admin.describe_cluster())["brokers"]) < n:
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"fewer than {n} brokers registered after {timeout_s:.0f} s")
+        await asyncio.sleep(0.5)
+
+
+async def _until_led(admin: AIOKafkaAdminClient, names: tuple[str, ...], timeout_s: float = 180) -> None:
     """Topic creation completes asynchronously: wait until every partition of every topic has a leader."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         desc = await admin.describe_topics(list(names))
-        if all(d.get("error_code", 0) == 0 and d["partitions"] and all(p["leader"] >= 0 for p in d["partitions"])
-               for d in desc):
+        waiting = [d["topic"] for d in desc if d.get("error_code", 0) != 0 or not d["partitions"]
+                   or any(p["leader"] < 0 for p in d["partitions"])]
+        if not waiting:
             return
         if asyncio.get_running_loop().time() > deadline:
-            raise RuntimeError("topics not led within 60 s")
+            raise RuntimeError(f"topics without a leader after {timeout_s:.0f} s: {waiting}; {desc[:1]}")
         await asyncio.sleep(0.2)
 
 

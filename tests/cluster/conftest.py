@@ -58,7 +58,9 @@ class Replicated:
 
     @property
     def urls(self) -> dict[str, str]:
-        return {s: ps[0].url for s, ps in self.procs.items()}
+        """The API of each service: its first replica still running."""
+        return {s: next(p for p in ps if p.proc is not None and p.proc.poll() is None).url
+                for s, ps in self.procs.items()}
 
     @property
     def admin(self) -> Api:
