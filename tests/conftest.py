@@ -11,7 +11,7 @@ from shared.config import Settings
 from tests.support.infra import Infra, infra
 from tests.support.stack import stack  # noqa: F401  (the one session stack: e2e and browser tests)
 
-_STAGE = {"unit": 0, "integration": 1, "e2e": 2, "browser": 3}
+_STAGE = {"unit": 0, "integration": 1, "e2e": 2, "browser": 3, "cluster": 4}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
