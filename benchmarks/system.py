@@ -67,7 +67,7 @@ def usage_record(org: str, i: int, occurred: datetime, sent: float | None = None
 # ------------------------------------------------------------------ child processes
 
 
-def _produce_burst(bootstrap: str, topic: str, orgs: list[str], n: int, q: "mp.Queue[float]") -> None:
+def _produce_burst(bootstrap: str, topic: str, orgs: list[str], n: int, q: mp.Queue[float]) -> None:
     """Produce `n` usage records as fast as possible; put the first-send and last-ack times."""
 
     async def run() -> None:
@@ -86,7 +86,7 @@ def _produce_burst(bootstrap: str, topic: str, orgs: list[str], n: int, q: "mp.Q
     asyncio.run(run())
 
 
-def _produce_paced(bootstrap: str, orgs: list[str], rate: int, seconds: float, q: "mp.Queue[int]") -> None:
+def _produce_paced(bootstrap: str, orgs: list[str], rate: int, seconds: float, q: mp.Queue[int]) -> None:
     """Produce usage at `rate` events/s for `seconds`, in 10 ms ticks; put the count sent."""
 
     async def run() -> None:
@@ -111,7 +111,7 @@ def _produce_paced(bootstrap: str, orgs: list[str], rate: int, seconds: float, q
     asyncio.run(run())
 
 
-def _reference(bootstrap: str, src: str, dst: str, n: int, q: "mp.Queue[object]") -> None:
+def _reference(bootstrap: str, src: str, dst: str, n: int, q: mp.Queue[object]) -> None:
     """The bare pipe: consume, parse, produce, commit; put 'ready', then the time of the n-th ack."""
 
     async def run() -> None:
@@ -227,7 +227,7 @@ class LedgerWatch:
                 seen += sum(1 for r in records if USAGE_MARK in r.value)
         return seen, time.time()
 
-    async def latencies(self, expected: "asyncio.Future[int]", timeout_s: float) -> list[float]:
+    async def latencies(self, expected: asyncio.Future[int], timeout_s: float) -> list[float]:
         """Latency (s) of every usage entry carrying a send time, until `expected` are read."""
         assert self.consumer is not None
         out: list[float] = []
@@ -401,7 +401,8 @@ def verdict(res: Results, args: argparse.Namespace) -> list[str]:
 def record(path: Path, res: Results, args: argparse.Namespace, how: str) -> None:
     lines = [
         f"\n### {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC — `make bench` ({how})\n",
-        f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}.",
+        f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.machine()}, "
+        f"Python {platform.python_version()}.",
         f"Git: `{os.popen('git -C ' + str(ROOT) + ' rev-parse --short HEAD').read().strip()}`.\n",
         "| measure | value |", "|---|---|",
         f"| reference pipe | {res.reference_rps:,.0f} records/s |",
