@@ -12,17 +12,16 @@ import os
 import shutil
 import subprocess
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from cli.client import Api
 from shared import auth
+from tests.support.db import scratch_database
 from tests.support.infra import LOCAL, ROOT, free_port
 from tests.support.services import ServiceProcess
 
@@ -99,14 +98,16 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture(scope="session")
 async def replicated(cluster: Cluster) -> AsyncIterator[Replicated]:
     """order, entitlement, metering and expiry, two processes each, each with its own principal."""
-    db = f"cluster_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(cluster.dsn)
-    await conn.execute(f"CREATE DATABASE {db}")
-    await conn.close()
+    async with scratch_database(cluster.dsn, "cluster") as dsn:
+        async for stack in _replicas(cluster, dsn):
+            yield stack
+
+
+async def _replicas(cluster: Cluster, dsn: str) -> AsyncIterator[Replicated]:
     logs = Path(tempfile.mkdtemp(prefix="aimis-cluster-logs-"))
     base = {
         "AIMIS_KAFKA_BOOTSTRAP": cluster.bootstrap,
-        "AIMIS_DATABASE_URL": cluster.dsn.rsplit("/", 1)[0] + "/" + db,
+        "AIMIS_DATABASE_URL": dsn,
         "AIMIS_AUTH_SECRET": SECRET,
         "AIMIS_ENV": "development",
         "AIMIS_KAFKA_SECURITY": "scram",
