@@ -201,7 +201,9 @@ def usage_send(
     async def run() -> None:
         from aiokafka import AIOKafkaProducer
 
-        p = AIOKafkaProducer(bootstrap_servers=Settings().kafka_bootstrap, acks="all", enable_idempotence=True)
+        s = Settings()
+        p = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True,
+                             **s.kafka_options("platform"))
         await p.start()
         try:
             started = time.monotonic()
@@ -237,9 +239,10 @@ def ledger_tail(
     from contracts import topics
 
     async def run() -> None:
-        c = AIOKafkaConsumer(topics.LEDGER, bootstrap_servers=Settings().kafka_bootstrap,
+        s = Settings()
+        c = AIOKafkaConsumer(topics.LEDGER, bootstrap_servers=s.kafka_bootstrap,
                              auto_offset_reset="earliest" if from_beginning else "latest",
-                             enable_auto_commit=False, group_id=None)
+                             enable_auto_commit=False, group_id=None, **s.kafka_options("analytics"))
         await c.start()
         seen = 0
         try:

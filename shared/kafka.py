@@ -15,6 +15,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.security import SASLScram512
 
 from contracts import topics
 from contracts.events import CloudEvent, encode, topic_of
@@ -25,9 +26,12 @@ log = logging.getLogger(__name__)
 BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[None]]
 
 
-def make_broker(bootstrap: str, client_id: str, **kw: Any) -> KafkaBroker:
+def make_broker(bootstrap: str, client_id: str, options: dict[str, str] | None = None, **kw: Any) -> KafkaBroker:
+    """FastStream's broker; `options` are Settings.kafka_options() (SASL/SCRAM when secured)."""
+    if options:
+        kw["security"] = SASLScram512(options["sasl_plain_username"], options["sasl_plain_password"])
     return KafkaBroker(
-        bootstrap,
+        [b.strip() for b in bootstrap.split(",") if b.strip()],  # "h1:p1,h2:p2": FastStream wants a list
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -39,13 +43,18 @@ def make_broker(bootstrap: str, client_id: str, **kw: Any) -> KafkaBroker:
     )
 
 
-async def ensure_topics(bootstrap: str, partitions: int, names: Sequence[str] = topics.ALL) -> None:
-    """Create the topics (key = org_id, `partitions` each) if they do not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+async def ensure_topics(
+    bootstrap: str, partitions: int, names: Sequence[str] = topics.ALL, *, replication: int = 1,
+    min_isr: int = 1, options: dict[str, str] | None = None,
+) -> None:
+    """Create the topics (key = org_id, `partitions` each, `replication` copies of which `min_isr`
+    must acknowledge a write) if they do not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000, **(options or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        config = {"min.insync.replicas": str(min_isr)}
+        missing = [NewTopic(n, partitions, replication, topic_configs=config) for n in names if n not in existing]
         if missing:
             try:
                 await admin.create_topics(missing)
@@ -125,15 +134,15 @@ class ProducerPublisher:
     org_id, the default partitioner). It costs about half the CPU per message of FastStream's
     `broker.publish`, and the relay is on every service's hot path."""
 
-    def __init__(self, bootstrap: str, client_id: str):
-        self.bootstrap, self.client_id = bootstrap, client_id
+    def __init__(self, bootstrap: str, client_id: str, options: dict[str, str] | None = None):
+        self.bootstrap, self.client_id, self.options = bootstrap, client_id, options or {}
         self.producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
         # Created here: aiokafka binds a producer to the running loop.
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all",
-            enable_idempotence=True, linger_ms=5, max_batch_size=256 * 1024,
+            enable_idempotence=True, linger_ms=5, max_batch_size=256 * 1024, **self.options,
         )
         await self.producer.start()
 

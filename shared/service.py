@@ -36,6 +36,7 @@ class Runtime:
         settings: Settings | None = None,
         clock: Clock | None = None,
         group_id: str | None = None,
+        principal: str | None = None,
     ):
         self.name = name
         self.schema = name
@@ -44,10 +45,14 @@ class Runtime:
         self.clock = clock or Clock()
         self.group_id = group_id or f"aimis-{name}"
         self.source = f"/aimis/{name}"
-        self.broker = kafka.make_broker(self.settings.kafka_bootstrap, f"aimis-{name}")
+        # The Kafka principal (SPEC 10): AIMIS_KAFKA_USERNAME, else the service's name.
+        self.kafka_options = self.settings.kafka_options(principal or self.group_id.removeprefix("aimis-"))
+        self.broker = kafka.make_broker(self.settings.kafka_bootstrap, f"aimis-{name}", self.kafka_options)
         self.pool: asyncpg.Pool | None = None
         self.relay: Relay | None = None
-        self.publisher = kafka.ProducerPublisher(self.settings.kafka_bootstrap, f"aimis-{name}-relay")
+        self.publisher = kafka.ProducerPublisher(
+            self.settings.kafka_bootstrap, f"aimis-{name}-relay", self.kafka_options
+        )
         self.on_start: list[Hook] = []
         self.on_stop: list[Hook] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -81,7 +86,11 @@ class Runtime:
             ran = await migrate.migrate(conn, self.schema, self.migrations)
         if ran:
             log.info("%s: applied migrations %s", self.name, ran)
-        await kafka.ensure_topics(s.kafka_bootstrap, s.topic_partitions)
+        if s.kafka_security == "none":  # with security on, the operator provisions the topics
+            await kafka.ensure_topics(
+                s.kafka_bootstrap, s.topic_partitions, replication=s.kafka_replication,
+                min_isr=s.kafka_min_isr, options=self.kafka_options,
+            )
         await self.broker.start()
         await self.publisher.start()
         self.relay = Relay(s.database_url, self.schema, self.publisher)

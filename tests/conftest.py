@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from shared.config import Settings
+from tests.support.db import scratch_database
 from tests.support.infra import Infra, infra
 from tests.support.stack import stack  # noqa: F401  (the one session stack: e2e and browser tests)
 
-_STAGE = {"unit": 0, "integration": 1, "e2e": 2, "browser": 3}
+_STAGE = {"unit": 0, "integration": 1, "e2e": 2, "browser": 3, "cluster": 4}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -61,14 +62,5 @@ def org_id() -> str:
 @pytest.fixture
 async def fresh_db(real_infra: Infra) -> AsyncIterator[str]:
     """A new empty database on the real server; dropped afterwards."""
-    import asyncpg
-
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(real_infra.dsn)
-    await admin.execute(f"CREATE DATABASE {name}")
-    base = real_infra.dsn.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
+    async with scratch_database(real_infra.dsn, "t") as dsn:
+        yield dsn

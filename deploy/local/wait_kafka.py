@@ -1,6 +1,11 @@
-"""Wait until a Kafka broker is ready: an admin client can list topics (not merely an open port)."""
+"""Wait until a Kafka broker is ready: an admin client can list topics (not merely an open port).
+
+With AIMIS_KAFKA_SECURITY=scram it signs in as `admin` from AIMIS_KAFKA_CREDENTIALS (credentials.json).
+"""
 
 import asyncio
+import json
+import os
 import sys
 import time
 
@@ -10,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 async def ready(bootstrap: str, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, **_security())
         try:
             await admin.start()
             await admin.list_topics()
@@ -20,6 +25,15 @@ async def ready(bootstrap: str, timeout_s: float) -> bool:
         finally:
             await admin.close()
     return False
+
+
+def _security() -> dict[str, str]:
+    if os.environ.get("AIMIS_KAFKA_SECURITY", "none") != "scram":
+        return {}
+    with open(os.environ["AIMIS_KAFKA_CREDENTIALS"]) as f:
+        password = json.load(f)["admin"]
+    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": "admin", "sasl_plain_password": password}
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ class OrdersCatchUp:
         that was there when this was called: every agreement recorded before now is then in
         known_orgs. True when caught up."""
         c = await self._offsets()
-        tps = [TopicPartition(topics.ORDERS, p) for p in await _partitions(self.rt.settings.kafka_bootstrap)]
+        tps = [TopicPartition(topics.ORDERS, p) for p in await _partitions(self.rt.settings.kafka_bootstrap, self.rt.kafka_options)]
         if not tps:
             raise RuntimeError(f"no partitions for {topics.ORDERS} yet")
         ends = await c.end_offsets(tps)
@@ -97,7 +97,7 @@ class OrdersCatchUp:
             if self._offsets_consumer is None:
                 c = AIOKafkaConsumer(
                     bootstrap_servers=self.rt.settings.kafka_bootstrap, group_id=self.rt.group_id,
-                    enable_auto_commit=False, client_id=f"{self.rt.group_id}-offsets",
+                    enable_auto_commit=False, client_id=f"{self.rt.group_id}-offsets", **self.rt.kafka_options,
                 )
                 await c.start()
                 self._offsets_consumer = c
@@ -128,8 +128,8 @@ class OrdersCatchUp:
         return await store.known_orgs(pool, orgs)
 
 
-async def _partitions(bootstrap: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _partitions(bootstrap: str, options: dict[str, str]) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     await admin.start()
     try:
         desc = await admin.describe_topics([topics.ORDERS])

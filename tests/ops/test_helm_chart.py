@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from contracts import topics
+from contracts import principals, topics
 from tests.ops.conftest import KUBE_VERSION
 from tests.support.infra import ROOT
 
@@ -27,18 +27,12 @@ WITH_DATABASE = {"order", "entitlement", "metering", "expiry"}
 DLQS = {"aimis.order.dlq.v1", "aimis.metering.dlq.v1", "aimis.entitlement.dlq.v1", "aimis.expiry.dlq.v1"}
 
 # SPEC 3 (who produces and consumes what), 7.2 (each service's dead-letter topic) and 10 (platform
-# writes only usage, analytics reads only the ledger), written out here independently of values.yaml.
+# writes only usage, analytics reads only the ledger): contracts/principals.py, the table the local
+# secured broker enforces (tests/cluster/test_security.py), independent of values.yaml.
 SPEC_ACLS: dict[str, dict[str, set[str]]] = {
-    "order": {"write": {"aimis.orders.v1", "aimis.order.dlq.v1"}, "read": {"aimis.ledger.v1"}},
-    "metering": {"write": {"aimis.metering.deductions.v1", "aimis.usage.rejected.v1", "aimis.metering.dlq.v1"},
-                 "read": {"aimis.usage.v1", "aimis.orders.v1"}},
-    "entitlement": {"write": {"aimis.ledger.v1", "aimis.entitlement.dlq.v1"},
-                    "read": {"aimis.orders.v1", "aimis.metering.deductions.v1", "aimis.expiry.commands.v1"}},
-    "expiry": {"write": {"aimis.expiry.commands.v1", "aimis.notifications.v1", "aimis.expiry.dlq.v1"},
-               "read": {"aimis.ledger.v1"}},
-    "console": {"write": set(), "read": set()},
-    "platform": {"write": {"aimis.usage.v1"}, "read": set()},
-    "analytics": {"write": set(), "read": {"aimis.ledger.v1"}},
+    p.name: {"write": set(p.produces), "read": set(p.consumes),
+             "group": {p.group + ("*" if p.group_prefix else "")} if p.group else set()}
+    for p in principals.PRINCIPALS
 }
 
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|CREDENTIAL|DATABASE_URL|TOKEN$", re.I)  # not AIMIS_TOKEN_MAX_TTL_S
@@ -86,11 +80,12 @@ def acl_table(user: dict[str, Any]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {"write": set(), "read": set(), "group": set()}
     for rule in user["spec"]["authorization"]["acls"]:
         res, ops = rule["resource"], set(rule["operations"])
-        assert res["patternType"] == "literal", rule
         if res["type"] == "group":
-            assert ops == {"Read"}, rule
-            out["group"].add(res["name"])
-        elif res["type"] == "topic" and ops == {"Write", "Describe"}:
+            assert ops == {"Read"} and res["patternType"] in ("literal", "prefix"), rule
+            out["group"].add(res["name"] + ("*" if res["patternType"] == "prefix" else ""))
+            continue
+        assert res["patternType"] == "literal", rule
+        if res["type"] == "topic" and ops == {"Write", "Describe"}:
             out["write"].add(res["name"])
         elif res["type"] == "topic" and ops == {"Read", "Describe"}:
             out["read"].add(res["name"])
@@ -288,7 +283,7 @@ def test_every_principal_has_exactly_the_acls_of_the_spec(render: Render) -> Non
         got = acl_table(u)
         want = SPEC_ACLS[principal]
         assert (got["write"], got["read"]) == (want["write"], want["read"]), principal
-        assert got["group"] == ({f"aimis-{principal}"} if want["read"] else set()), principal
+        assert got["group"] == want["group"], principal
 
 
 def test_the_platform_cannot_touch_orders_and_analytics_reads_only_the_ledger(render: Render) -> None:
@@ -297,7 +292,9 @@ def test_the_platform_cannot_touch_orders_and_analytics_reads_only_the_ledger(re
     assert users["analytics"]["read"] == {topics.LEDGER} and not users["analytics"]["write"]
     writers = {t: {p for p, a in users.items() if t in a["write"]} for t in set(topics.ALL) | DLQS}
     assert writers[topics.ORDERS] == {"order"} and writers[topics.LEDGER] == {"entitlement"}
-    assert all(len(w) == 1 for w in writers.values()), writers  # one producer per topic
+    # one producer per topic, but usage: the platform, and metering's HTTP ingestion (SPEC 5.0)
+    assert writers.pop(topics.USAGE) == {"platform", "metering"}
+    assert all(len(w) == 1 for w in writers.values()), writers
 
 
 def test_the_optional_kafka_cluster_is_kraft_with_scram_and_acls(render: Render) -> None:

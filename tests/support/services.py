@@ -44,8 +44,9 @@ async def serve_in_process(app: FastAPI, port: int | None = None) -> AsyncIterat
 class ServiceProcess:
     """`python -m services.<name>` in its own process group, so a test can kill -9 it."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path):
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, *, label: str | None = None):
         self.name, self.env, self.log_dir = name, env, log_dir
+        self.label = label or name  # names the log file (replicas of one service differ)
         self.port = int(env.get(f"AIMIS_{name.upper()}_PORT") or free_port())
         self.env[f"AIMIS_{name.upper()}_PORT"] = str(self.port)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -55,7 +56,7 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, ready_timeout: float = 60.0) -> ServiceProcess:
-        log = open(self.log_dir / f"{self.name}.log", "ab")
+        log = open(self.log_dir / f"{self.label}.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.name}"],
             cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=log, start_new_session=True,
@@ -64,14 +65,14 @@ class ServiceProcess:
         async with httpx.AsyncClient() as c:
             while True:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {log.name}")
+                    raise RuntimeError(f"{self.label} exited with {self.proc.returncode}; see {log.name}")
                 try:
                     if (await c.get(f"{self.url}/readyz", timeout=2)).status_code == 200:
                         return self
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.name} not ready within {ready_timeout}s")
+                    raise RuntimeError(f"{self.label} not ready within {ready_timeout}s")
                 await asyncio.sleep(0.2)
 
     def kill9(self) -> None:

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from cli.client import Api
 from shared import auth
+from tests.support.db import scratch_database
 from tests.support.infra import Infra, free_port
 from tests.support.services import ServiceProcess
 
@@ -43,37 +42,30 @@ class Stack:
 
 @pytest.fixture(scope="session")
 async def stack(real_infra: Infra) -> AsyncIterator[Stack]:
-    db = f"e2e_{uuid.uuid4().hex[:8]}"
-    admin_conn = await asyncpg.connect(real_infra.dsn)
-    await admin_conn.execute(f"CREATE DATABASE {db}")
-    await admin_conn.close()
-    dsn = real_infra.dsn.rsplit("/", 1)[0] + "/" + db
-    logs = Path(tempfile.mkdtemp(prefix="aimis-e2e-logs-"))
-    env = {
-        "AIMIS_KAFKA_BOOTSTRAP": real_infra.bootstrap,
-        "AIMIS_DATABASE_URL": dsn,
-        "AIMIS_AUTH_SECRET": SECRET,
-        "AIMIS_LATE_USAGE_GRACE_S": str(GRACE_S),
-        "AIMIS_EXPIRY_INTERVAL_S": "0.5",
-        "AIMIS_REMINDER_DAYS": "30,7,1",
-    }
-    for s in SERVICES:
-        env[f"AIMIS_{s.upper()}_PORT"] = str(free_port())
-    procs = {s: ServiceProcess(s, dict(env), logs) for s in SERVICES}
-    try:
-        for p in procs.values():
-            await p.start()
-        urls = {s: p.url for s, p in procs.items()}
-        yield Stack(real_infra.bootstrap, urls, Api(auth.mint(SECRET, "admin"), urls), procs, real_infra)
-    finally:
-        for p in procs.values():
-            p.stop()
+    async with scratch_database(real_infra.dsn, "e2e") as dsn:
+        logs = Path(tempfile.mkdtemp(prefix="aimis-e2e-logs-"))
+        env = {
+            "AIMIS_KAFKA_BOOTSTRAP": real_infra.bootstrap,
+            "AIMIS_DATABASE_URL": dsn,
+            "AIMIS_AUTH_SECRET": SECRET,
+            "AIMIS_LATE_USAGE_GRACE_S": str(GRACE_S),
+            "AIMIS_EXPIRY_INTERVAL_S": "0.5",
+            "AIMIS_REMINDER_DAYS": "30,7,1",
+        }
         for s in SERVICES:
-            log = logs / f"{s}.log"
-            if log.exists():
-                tail = log.read_text(errors="replace").splitlines()[-5:]
-                print(f"\n[{s} log tail]", *tail, sep="\n  ")
-        shutil.rmtree(logs, ignore_errors=True)
-        admin_conn = await asyncpg.connect(real_infra.dsn)  # a fresh one: the server may have restarted
-        await admin_conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        await admin_conn.close()
+            env[f"AIMIS_{s.upper()}_PORT"] = str(free_port())
+        procs = {s: ServiceProcess(s, dict(env), logs) for s in SERVICES}
+        try:
+            for p in procs.values():
+                await p.start()
+            urls = {s: p.url for s, p in procs.items()}
+            yield Stack(real_infra.bootstrap, urls, Api(auth.mint(SECRET, "admin"), urls), procs, real_infra)
+        finally:
+            for p in procs.values():
+                p.stop()
+            for s in SERVICES:
+                log = logs / f"{s}.log"
+                if log.exists():
+                    tail = log.read_text(errors="replace").splitlines()[-5:]
+                    print(f"\n[{s} log tail]", *tail, sep="\n  ")
+            shutil.rmtree(logs, ignore_errors=True)

@@ -1,0 +1,442 @@
+"""The performance protocol of SPEC 9, in one run on one broker and one database.
+
+    .venv/bin/python benchmarks/system.py [--events 100000] [--orgs 50] [--rate 5000] [--seconds 60]
+        [--skip-latency] [--record docs/benchmarks.md]
+
+1. reference: one bare aiokafka process consumes N usage-shaped JSON records, parses each, produces
+   each to another topic and commits offsets (records/s from the first produce to the last ack);
+2. the system: N usage events for `--orgs` organisations with balance, produced to aimis.usage.v1
+   while metering and entitlement run as `python -m services.<name>` processes; from the first
+   produce to the N-th usage entry on aimis.ledger.v1 (events/s), and the ratio 2/1;
+3. latency: usage paced at `--rate` events/s for `--seconds`; p50, p99 and max from produce to the
+   ledger entry being readable on the topic (each event carries its send time in `attributes`);
+4. each service's peak resident memory (VmHWM).
+
+Starts its own throwaway Kafka and PostgreSQL (tests/support/infra.py) unless AIMIS_KAFKA_BOOTSTRAP
+and AIMIS_DATABASE_URL are both set; the services get a fresh database either way. Targets on a
+2-core machine (SPEC 9): ratio >= 0.5, p99 <= 250 ms, <= 300 MiB per service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import secrets
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+
+from contracts import topics  # noqa: E402
+from shared import kafka as shared_kafka  # noqa: E402
+from tests.support.infra import free_port, infra  # noqa: E402
+from tests.support.services import ServiceProcess  # noqa: E402
+
+PARTITIONS = 6  # the services' default (AIMIS topic_partitions)
+USAGE_MARK = b'"type":"aimis.ledger.usage_'
+PRODUCER_KW = dict(acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=256 * 1024)
+
+
+def usage_record(org: str, i: int, occurred: datetime, sent: float | None = None) -> tuple[bytes, bytes]:
+    """One usage event as the imaging platform sends it: (key, value)."""
+    data: dict[str, object] = {"quantity": 1 + i % 3, "inspection_id": f"insp-{i}", "site_id": "site-1"}
+    if sent is not None:
+        data["attributes"] = {"sent": repr(sent)}
+    doc = {
+        "specversion": "1.0", "id": f"bench-{uuid.uuid4().hex}", "source": "/bench/platform",
+        "type": "aimis.usage.ai_review" if i % 4 == 0 else "aimis.usage.cloud_inspection",
+        "subject": org, "time": occurred.isoformat(), "data": data,
+    }
+    return org.encode(), json.dumps(doc).encode()
+
+
+# ------------------------------------------------------------------ child processes
+
+
+def _produce_burst(bootstrap: str, topic: str, orgs: list[str], n: int, q: mp.Queue[float]) -> None:
+    """Produce `n` usage records as fast as possible; put the first-send and last-ack times."""
+
+    async def run() -> None:
+        occurred = datetime.now(timezone.utc) - timedelta(minutes=30)
+        payloads = [usage_record(orgs[i % len(orgs)], i, occurred) for i in range(n)]
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_KW)
+        await p.start()
+        try:
+            q.put(time.time())
+            futures = [await p.send(topic, value, key=key) for key, value in payloads]
+            await asyncio.gather(*futures)
+            q.put(time.time())
+        finally:
+            await p.stop()
+
+    asyncio.run(run())
+
+
+def _produce_paced(bootstrap: str, orgs: list[str], rate: int, seconds: float, q: mp.Queue[int]) -> None:
+    """Produce usage at `rate` events/s for `seconds`, in 10 ms ticks; put the count sent."""
+
+    async def run() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_KW)
+        await p.start()
+        sent, futures = 0, []
+        try:
+            t0 = time.monotonic()
+            occurred = datetime.now(timezone.utc) - timedelta(minutes=1)
+            while (elapsed := time.monotonic() - t0) < seconds:
+                due = int(elapsed * rate)
+                while sent < due:
+                    key, value = usage_record(orgs[sent % len(orgs)], sent, occurred, sent=time.time())
+                    futures.append(await p.send(topics.USAGE, value, key=key))
+                    sent += 1
+                await asyncio.sleep(0.01)
+            await asyncio.gather(*futures)
+        finally:
+            await p.stop()
+        q.put(sent)
+
+    asyncio.run(run())
+
+
+def _reference(bootstrap: str, src: str, dst: str, n: int, q: mp.Queue[object]) -> None:
+    """The bare pipe: consume, parse, produce, commit; put 'ready', then the time of the n-th ack."""
+
+    async def run() -> None:
+        c = AIOKafkaConsumer(
+            src, bootstrap_servers=bootstrap, group_id=f"bench-ref-{uuid.uuid4().hex[:8]}",
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=2000,
+        )
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_KW)
+        await c.start()
+        await p.start()
+        try:
+            while not c.assignment():
+                await c.getmany(timeout_ms=100)
+            q.put("ready")
+            done = 0
+            while done < n:
+                batches = await c.getmany(timeout_ms=50, max_records=2000)
+                futures = []
+                for records in batches.values():
+                    for r in records:
+                        doc = json.loads(r.value)
+                        futures.append(await p.send(dst, json.dumps(doc).encode(), key=r.key))
+                await asyncio.gather(*futures)
+                if batches:
+                    await c.commit()
+                done += len(futures)
+            q.put(time.time())
+        finally:
+            await p.stop()
+            await c.stop()
+
+    asyncio.run(run())
+
+
+# ------------------------------------------------------------------ the run
+
+
+@dataclass
+class Results:
+    events: int
+    reference_rps: float = 0.0
+    system_eps: float = 0.0
+    latency: dict[str, float] = field(default_factory=dict)
+    latency_note: str = ""
+    rss_mib: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.system_eps / self.reference_rps if self.reference_rps else 0.0
+
+
+async def create_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names])
+    finally:
+        await admin.close()
+
+
+async def reference(bootstrap: str, n: int, orgs: list[str]) -> float:
+    run = uuid.uuid4().hex[:8]
+    src, dst = f"bench.ref.in.{run}", f"bench.ref.out.{run}"
+    await create_topics(bootstrap, [src, dst])
+    ctx = mp.get_context("spawn")
+    q_ref: mp.Queue[object] = ctx.Queue()
+    q_prod: mp.Queue[float] = ctx.Queue()
+    ref = ctx.Process(target=_reference, args=(bootstrap, src, dst, n, q_ref), daemon=True)
+    ref.start()
+    if q_ref.get(timeout=120) != "ready":
+        raise RuntimeError("reference pipe did not start")
+    prod = ctx.Process(target=_produce_burst, args=(bootstrap, src, orgs, n, q_prod), daemon=True)
+    prod.start()
+    t0 = q_prod.get(timeout=120)
+    t_end = float(q_ref.get(timeout=600))  # type: ignore[arg-type]
+    prod.join(timeout=60)
+    ref.join(timeout=60)
+    return n / (t_end - t0)
+
+
+class LedgerWatch:
+    """Reads aimis.ledger.v1 from its current end: counts usage entries, keeps latencies."""
+
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await c.start()
+        parts = c.partitions_for_topic(topics.LEDGER)
+        if not parts:
+            await c._client.force_metadata_update()  # noqa: SLF001 - metadata of an unsubscribed topic
+            parts = c.partitions_for_topic(topics.LEDGER) or set()
+        tps = [TopicPartition(topics.LEDGER, p) for p in sorted(parts)]
+        c.assign(tps)
+        await c.seek_to_end(*tps)
+        for tp in tps:
+            await c.position(tp)
+        self.consumer = c
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    async def count_until(self, n: int, timeout_s: float) -> tuple[int, float]:
+        """Wait for n usage entries; (count seen, time the n-th was read)."""
+        assert self.consumer is not None
+        seen, deadline = 0, time.monotonic() + timeout_s
+        while seen < n and time.monotonic() < deadline:
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=5000)
+            for records in batches.values():
+                seen += sum(1 for r in records if USAGE_MARK in r.value)
+        return seen, time.time()
+
+    async def latencies(self, expected: asyncio.Future[int], timeout_s: float) -> list[float]:
+        """Latency (s) of every usage entry carrying a send time, until `expected` are read."""
+        assert self.consumer is not None
+        out: list[float] = []
+        deadline: float | None = None
+        while True:
+            if expected.done():
+                if len(out) >= expected.result():
+                    return out
+                deadline = deadline or time.monotonic() + timeout_s
+                if time.monotonic() > deadline:
+                    return out
+            batches = await self.consumer.getmany(timeout_ms=50, max_records=5000)
+            now = time.time()
+            for records in batches.values():
+                for r in records:
+                    if USAGE_MARK not in r.value:
+                        continue
+                    attrs = json.loads(r.value)["data"].get("attributes") or {}
+                    if "sent" in attrs:
+                        out.append(now - float(attrs["sent"]))
+
+
+async def setup_orgs(bootstrap: str, dsn: str, orgs: list[str]) -> None:
+    """Agreements and a large paid order (inspections + AI reviews) for each org, straight onto
+    aimis.orders.v1 as the order service would write them; wait until both services have them."""
+    now = datetime.now(timezone.utc)
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_KW)
+    await p.start()
+    try:
+        for org in orgs:
+            for doc in (_agreement(org, now), _order_paid(org, now)):
+                await p.send_and_wait(topics.ORDERS, json.dumps(doc).encode(), key=org.encode())
+    finally:
+        await p.stop()
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            known = await conn.fetchval("SELECT count(*) FROM metering.known_orgs")
+            lots = await conn.fetchval("SELECT count(*) FROM entitlement.lots")
+            if known >= len(orgs) and lots >= 2 * len(orgs):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"set-up not applied in 120 s: {known} orgs known, {lots} lots")
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+def _envelope(org: str, kind: str, data: dict[str, object], now: datetime) -> dict[str, object]:
+    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "/bench/order",
+            "type": f"aimis.orders.{kind}", "subject": org, "time": now.isoformat(), "data": data}
+
+
+def _agreement(org: str, now: datetime) -> dict[str, object]:
+    return _envelope(org, "agreement_recorded", {
+        "org_id": org, "agreement_ref": "bench", "signed_at": now.isoformat(), "recorded_at": now.isoformat(),
+    }, now)
+
+
+def _order_paid(org: str, now: datetime) -> dict[str, object]:
+    paid = (now - timedelta(days=1)).isoformat()
+    lines = [
+        {"line": 0, "sku": "CI-QTY", "quantity": 10_000_000, "storage_years": 5, "price": "0.00"},
+        {"line": 1, "sku": "AI-QTY", "quantity": 10_000_000, "price": "0.00"},
+    ]
+    return _envelope(org, "order_paid", {
+        "order_id": f"{org}-o1", "org_id": org, "lines": lines, "total": "0.00",
+        "price_book_version": "bench", "placed_at": paid, "paid_at": paid, "payment_ref": "bench",
+    }, now)
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Results:
+    res = Results(events=args.events)
+    orgs = [f"bench-{uuid.uuid4().hex[:6]}-{i:02d}" for i in range(args.orgs)]
+    await shared_kafka.ensure_topics(bootstrap, PARTITIONS)
+
+    res.reference_rps = await reference(bootstrap, args.events, orgs)
+    print(f"1. reference (bare aiokafka consume-parse-produce-commit): {res.reference_rps:,.0f} records/s", flush=True)
+
+    db = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(base_dsn)
+    await admin.execute(f"CREATE DATABASE {db}")
+    dsn = f"{base_dsn.rsplit('/', 1)[0]}/{db}"
+    env = {
+        "AIMIS_KAFKA_BOOTSTRAP": bootstrap, "AIMIS_DATABASE_URL": dsn, "AIMIS_LOG_LEVEL": "WARNING",
+        "AIMIS_AUTH_SECRET": secrets.token_hex(32), "AIMIS_ENV": "development",
+        "AIMIS_TOPIC_PARTITIONS": str(PARTITIONS),
+    }
+    logs = Path(tempfile.mkdtemp(prefix="aimis-bench-"))
+    procs = [ServiceProcess(name, {**env, f"AIMIS_{name.upper()}_PORT": str(free_port())}, logs)
+             for name in ("metering", "entitlement")]
+    watch = LedgerWatch(bootstrap)
+    try:
+        for p in procs:
+            await p.start()
+        await setup_orgs(bootstrap, dsn, orgs)
+        await watch.start()
+
+        ctx = mp.get_context("spawn")
+        q: mp.Queue[float] = ctx.Queue()
+        prod = ctx.Process(target=_produce_burst, args=(bootstrap, topics.USAGE, orgs, args.events, q), daemon=True)
+        prod.start()
+        t0 = await asyncio.to_thread(q.get, True, 120)
+        seen, t_end = await watch.count_until(args.events, args.timeout)
+        prod.join(timeout=60)
+        if seen < args.events:
+            raise SystemExit(f"only {seen} of {args.events} usage entries on the ledger in {args.timeout:.0f} s")
+        res.system_eps = args.events / (t_end - t0)
+        print(f"2. system (usage topic -> ledger, metering + entitlement processes, {args.orgs} orgs): "
+              f"{res.system_eps:,.0f} events/s; ratio {res.ratio:.2f}", flush=True)
+
+        if not args.skip_latency:
+            q2: mp.Queue[int] = ctx.Queue()
+            pp = ctx.Process(target=_produce_paced, args=(bootstrap, orgs, args.rate, args.seconds, q2), daemon=True)
+            pp.start()
+            expected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+            async def wait_count() -> None:
+                expected.set_result(await asyncio.to_thread(q2.get, True, args.seconds + 120))
+
+            waiter = asyncio.create_task(wait_count())
+            lat = sorted(await watch.latencies(expected, timeout_s=60))
+            await waiter
+            pp.join(timeout=60)
+            sent = expected.result()
+            if lat:
+                res.latency = {"p50": percentile(lat, 0.5) * 1000, "p99": percentile(lat, 0.99) * 1000,
+                               "max": lat[-1] * 1000}
+            if len(lat) < sent:
+                res.latency_note = f"only {len(lat)} of {sent} entries arrived within 60 s after the last send"
+            print(f"3. latency at {args.rate:,}/s for {args.seconds:.0f} s ({sent:,} events): "
+                  + ", ".join(f"{k} {v:,.0f} ms" for k, v in res.latency.items())
+                  + (f" — {res.latency_note}" if res.latency_note else ""), flush=True)
+
+        for p in procs:
+            assert p.proc is not None
+            res.rss_mib[p.name] = peak_rss_mib(p.proc.pid)
+        print("4. peak RSS: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in res.rss_mib.items()), flush=True)
+    finally:
+        await watch.stop()
+        for p in procs:
+            p.stop()
+        await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        await admin.close()
+    return res
+
+
+def verdict(res: Results, args: argparse.Namespace) -> list[str]:
+    out = [f"ratio {res.ratio:.2f} {'>=' if res.ratio >= 0.5 else '<'} 0.5"]
+    if res.latency:
+        ok = res.latency["p99"] <= 250 and not res.latency_note
+        out.append(f"p99 {res.latency['p99']:,.0f} ms {'meets' if ok else 'misses'} 250 ms")
+    if res.rss_mib:
+        top = max(res.rss_mib.values())
+        out.append(f"peak RSS {top:,.0f} MiB {'<=' if top <= 300 else '>'} 300 MiB")
+    return out
+
+
+def record(path: Path, res: Results, args: argparse.Namespace, how: str) -> None:
+    lines = [
+        f"\n### {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC — `make bench` ({how})\n",
+        f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.machine()}, "
+        f"Python {platform.python_version()}.",
+        f"Git: `{os.popen('git -C ' + str(ROOT) + ' rev-parse --short HEAD').read().strip()}`.\n",
+        "| measure | value |", "|---|---|",
+        f"| reference pipe | {res.reference_rps:,.0f} records/s |",
+        f"| system, {args.events:,} events, {args.orgs} orgs | {res.system_eps:,.0f} events/s |",
+        f"| ratio | {res.ratio:.2f} |",
+    ]
+    for k, v in res.latency.items():
+        lines.append(f"| latency {k} at {args.rate:,}/s for {args.seconds:.0f} s | {v:,.0f} ms |")
+    if res.latency_note:
+        lines.append(f"| latency note | {res.latency_note} |")
+    for k, v in res.rss_mib.items():
+        lines.append(f"| peak RSS {k} | {v:,.0f} MiB |")
+    with path.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--orgs", type=int, default=50)
+    ap.add_argument("--rate", type=int, default=5_000)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--record", type=Path, help="append the results to this markdown file")
+    args = ap.parse_args()
+
+    with infra() as i:
+        print(f"[infra] kafka={i.bootstrap} postgres={i.dsn} via {i.how}", flush=True)
+        res = asyncio.run(bench(i.bootstrap, i.dsn, args))
+        print("verdict: " + "; ".join(verdict(res, args)))
+        if args.record:
+            record(args.record, res, args, i.how)
+
+
+if __name__ == "__main__":
+    main()
