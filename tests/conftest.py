@@ -9,6 +9,7 @@ import pytest
 
 from shared.config import Settings
 from tests.support.infra import Infra, infra
+from tests.support.services import SECRET
 
 
 _STAGE = {"unit": 0, "integration": 1, "e2e": 2}
@@ -47,7 +48,7 @@ def settings(real_infra: Infra) -> Settings:
     return Settings(
         kafka_bootstrap=real_infra.bootstrap,
         database_url=real_infra.dsn,
-        auth_secret="test-secret",
+        auth_secret=SECRET,
         expiry_interval_s=0.5,
         late_usage_grace_s=2,
     )

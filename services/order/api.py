@@ -29,7 +29,7 @@ from contracts.http import (
     PlaceOrderRequest,
 )
 from shared import outbox
-from shared.auth import Admin, Caller
+from shared.auth import AccountReader, Finance, OrderActor, OrderReader
 from shared.clock import add_months
 from shared.errors import ApiError
 from shared.service import Runtime
@@ -102,7 +102,7 @@ async def catalog(request: Request) -> CatalogResponse:
     responses=_errors(400, 401, 403),
 )
 async def record_agreement(
-    org_id: OrgPath, body: AgreementRequest, _: Admin, request: Request
+    org_id: OrgPath, body: AgreementRequest, _: Finance, request: Request
 ) -> AgreementResponse:
     """Record the org's signed offline cooperation agreement. The same body again changes nothing;
     a different one replaces the record and is announced again."""
@@ -193,7 +193,7 @@ async def _create(
     responses={200: {"model": OrderResponse, "description": "the same order again"}, **_errors(400, 401, 403, 409, 422)},
 )
 async def place_order(
-    body: PlaceOrderRequest, caller: Caller, request: Request, response: Response
+    body: PlaceOrderRequest, caller: OrderActor, request: Request, response: Response
 ) -> OrderResponse:
     """Place an order (201); the same body under the same order_id returns the order (200)."""
     caller.require_org(body.org_id)
@@ -206,7 +206,7 @@ async def place_order(
     responses={200: {"model": OrderResponse, "description": "the same import again"}, **_errors(400, 401, 403, 409, 422)},
 )
 async def import_order(
-    body: ImportOrderRequest, _: Admin, request: Request, response: Response
+    body: ImportOrderRequest, _: Finance, request: Request, response: Response
 ) -> OrderResponse:
     """Record a sales-assisted or migrated purchase: placed and paid in one step at `paid_at`."""
     return await _create(request, response, kind="import", body=body, order_id=body.order_id)
@@ -217,9 +217,8 @@ async def import_order(
 
 async def _locked(conn: Any, order_id: str, caller: Any) -> dict[str, Any]:
     order = await store.get_order(conn, order_id, for_update=True)
-    if order is None:
-        raise ApiError(404, "NOT_FOUND", f"no order {order_id}")
-    caller.require_org(order["org_id"])
+    if order is None or not caller.may_see(order["org_id"], "admin", "finance"):
+        raise ApiError(404, "NOT_FOUND", f"no order {order_id}")  # another org's: as if missing
     return order
 
 
@@ -227,7 +226,7 @@ async def _locked(conn: Any, order_id: str, caller: Any) -> dict[str, Any]:
     "/v1/orders/{order_id}/payment", response_model=OrderResponse, tags=["orders"],
     responses=_errors(400, 401, 403, 404, 409, 422),
 )
-async def pay_order(order_id: str, body: PaymentRequest, caller: Caller, request: Request) -> OrderResponse:
+async def pay_order(order_id: str, body: PaymentRequest, caller: Finance, request: Request) -> OrderResponse:
     """Take the payment of a placed order; the same payment again answers the same (no new event)."""
     rt = _rt(request)
     async with rt.pool.acquire() as conn, conn.transaction():
@@ -250,7 +249,7 @@ async def pay_order(order_id: str, body: PaymentRequest, caller: Caller, request
     "/v1/orders/{order_id}/cancel", response_model=OrderResponse, tags=["orders"],
     responses=_errors(401, 403, 404, 409),
 )
-async def cancel_order(order_id: str, caller: Caller, request: Request) -> OrderResponse:
+async def cancel_order(order_id: str, caller: OrderActor, request: Request) -> OrderResponse:
     """Cancel a placed (unpaid) order; cancelling a cancelled order again changes nothing."""
     rt = _rt(request)
     async with rt.pool.acquire() as conn, conn.transaction():
@@ -278,12 +277,11 @@ async def cancel_order(order_id: str, caller: Caller, request: Request) -> Order
     "/v1/orders/{order_id}", response_model=OrderResponse, tags=["orders"],
     responses=_errors(401, 403, 404),
 )
-async def get_order(order_id: str, caller: Caller, request: Request) -> OrderResponse:
+async def get_order(order_id: str, caller: OrderReader, request: Request) -> OrderResponse:
     async with _rt(request).pool.acquire() as conn:
         order = await store.get_order(conn, order_id)
-    if order is None:
-        raise ApiError(404, "NOT_FOUND", f"no order {order_id}")
-    caller.require_org(order["org_id"])
+    if order is None or not caller.may_see(order["org_id"], "admin", "finance"):
+        raise ApiError(404, "NOT_FOUND", f"no order {order_id}")  # another org's: as if missing
     return _view(order)
 
 
@@ -293,13 +291,12 @@ async def get_order(order_id: str, caller: Caller, request: Request) -> OrderRes
 )
 async def list_orders(
     org_id: OrgPath,
-    caller: Caller,
+    caller: AccountReader,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(description="the `next` cursor of the previous page")] = None,
 ) -> OrderList:
     """The org's orders, oldest first, `limit` per page; pass `next` as `after` for the next page."""
-    caller.require_org(org_id)
     after_seq = 0
     if after is not None:
         if not after.isdigit() or len(after) > 18:

@@ -14,7 +14,7 @@ from shared.clock import Clock
 from shared.config import Settings, get_settings
 from shared.service import Runtime
 
-from services.order import api, handlers
+from services.order import api, handlers, webhook
 from services.order.domain import PriceBook, PriceBookError
 
 HERE = Path(__file__).parent
@@ -55,6 +55,7 @@ def create_app(
     rt.consume(topics.LEDGER, handlers.ledger_handler(rt))
     app = rt.http_app(
         api.router,
+        webhook.router,
         title="AIMIS order service",
         description="Price book, agreements, orders and their lifecycle; publishes aimis.orders.v1.",
     )
