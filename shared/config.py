@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     token_max_ttl_s: int = 86_400  # a token's exp - iat may not exceed this (SPEC 7.4)
     payment_webhook_secret: str = ""  # HMAC-SHA256 key of POST /v1/payments/webhook; empty: webhook off
     # SPEC 7.5: an HTTP request still waiting (on PostgreSQL or Kafka) after this answers 503
-    http_deadline_s: float = 4.5
+    http_deadline_s: float = 4.0
     late_usage_grace_s: int = 300
     expiry_interval_s: float = 30.0
     reminder_days: str = "30,7,1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,7 @@ from shared.kafka import publish_events
 from shared.service import Runtime
 
 router = APIRouter(tags=["usage"])
+PUBLISH_TIMEOUT_S = 3.0
 HTTP_CATCH_UP_WAIT_S = 5.0  # at start-up, an unknown org waits this long for the agreements to be read
 
 _INGEST_BODY = {
@@ -76,7 +78,9 @@ async def ingest_usage(request: Request, _: UsageSender) -> IngestResponse:
             items=errors,
         )
     usages = [x for x in results if isinstance(x, Usage)]
-    await publish_events(rt.broker, [u.normalized() for u in usages])
+    # SPEC 7.5: Kafka unreachable is a 503 within seconds (TimeoutError), not a 40 s wait; a client
+    # retrying after a timeout cannot double-bill: the usage ids are the idempotency keys.
+    await asyncio.wait_for(publish_events(rt.broker, [u.normalized() for u in usages]), PUBLISH_TIMEOUT_S)
     return IngestResponse(accepted=[u.id for u in usages])
 
 

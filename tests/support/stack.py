@@ -52,5 +52,7 @@ async def in_process_stack(infra: Infra, **settings: Any) -> AsyncIterator[Stack
             urls = {n: await stack.enter_async_context(serve_in_process(apps[n])) for n in SERVICES}
             yield Stack(urls, apps, s, dsn)
     finally:
+        await admin.close()  # (a test may have restarted the server under it)
+        admin = await asyncpg.connect(infra.dsn)
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
