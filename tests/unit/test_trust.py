@@ -209,3 +209,39 @@ def test_body_guard_refusals():
     assert "not JSON" in _refused(b'{"a": ' + b"9" * 5000 + b"}")
     assert "not JSON" in _refused(b"{nope")
     check_json_body('{"a": "\\ud83d\\ude00 病例", "b": [1.5e300, -1, null]}'.encode())
+
+
+# ------------------------------------------------------------------ the CLI and .run/env
+
+
+def test_cli_mints_finance_and_platform_tokens_with_the_secret_of_run_env(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli import main, runenv
+
+    env = tmp_path / "env"
+    env.write_text(f"AIMIS_ENV=development\nAIMIS_AUTH_SECRET={SECRET}\nOTHER=ignored\n")
+    monkeypatch.delenv("AIMIS_AUTH_SECRET", raising=False)
+    monkeypatch.delenv("AIMIS_ENV", raising=False)
+    monkeypatch.setattr(runenv, "RUN_ENV", env)
+    runner = CliRunner()
+    for role in ("finance", "platform"):
+        out = runner.invoke(main.app, ["token", "mint", "--role", role])
+        assert out.exit_code == 0, out.output
+        assert _decode(out.output.strip()).role == role
+    assert runner.invoke(main.app, ["token", "mint", "--role", "root"]).exit_code != 0
+    assert runner.invoke(main.app, ["token", "mint", "--role", "finance", "--admin"]).exit_code != 0
+
+
+def test_run_env_never_overrides_the_environment(tmp_path, monkeypatch):
+    from cli import runenv
+
+    env = tmp_path / "env"
+    env.write_text("AIMIS_AUTH_SECRET=from-file\nAIMIS_ENV=development\n")
+    monkeypatch.setenv("AIMIS_AUTH_SECRET", "from-env")
+    monkeypatch.delenv("AIMIS_ENV", raising=False)
+    runenv.load(env)
+    import os
+
+    assert os.environ["AIMIS_AUTH_SECRET"] == "from-env" and os.environ["AIMIS_ENV"] == "development"
+    monkeypatch.delenv("AIMIS_ENV")
