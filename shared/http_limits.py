@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.http import ErrorCode
 from contracts.limits import MAX_BODY_BYTES, MAX_JSON_DEPTH
-from shared import unavailable
+from shared import observability, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -178,20 +178,25 @@ class HttpGuard:
         except Rejected as e:
             if not started:
                 err = {"error": {"code": e.code, "message": e.message}}
-                await JSONResponse(err, status_code=e.status)(scope, receive, send_with_id)
+                await self._answer(JSONResponse(err, status_code=e.status), scope, receive, send_with_id)
         except Exception as e:  # noqa: BLE001 - the last line of defence: never a traceback
             if unavailable.is_unavailable(e):
                 log.warning("%s %s: dependency unavailable (%r) request_id=%s",
                             scope.get("method"), scope.get("path"), e, request_id)
                 if not started:
-                    await unavailable.response(request_id)(scope, receive, send_with_id)
+                    await self._answer(unavailable.response(request_id), scope, receive, send_with_id)
                 return
             log.exception("%s %s failed unexpectedly; request_id=%s", scope.get("method"),
                           scope.get("path"), request_id, extra={"service": self.service})
             if not started:
                 err = {"error": {"code": ErrorCode.INTERNAL_ERROR, "request_id": request_id,
                                  "message": f"unexpected error; the operator can find it by request_id {request_id}"}}
-                await JSONResponse(err, status_code=500)(scope, receive, send_with_id)
+                await self._answer(JSONResponse(err, status_code=500), scope, receive, send_with_id)
+
+    async def _answer(self, response: JSONResponse, scope: Scope, receive: Receive, send: Send) -> None:
+        """A response of the guard itself (the app's own are counted inside it)."""
+        observability.HTTP_REQUESTS.labels(self.service, str(response.status_code)).inc()
+        await response(scope, receive, send)
 
 
 def _request_id(scope: Scope) -> str:

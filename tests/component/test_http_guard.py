@@ -137,3 +137,13 @@ async def test_model_types_refuse_control_characters_with_400(url):
     async with httpx.AsyncClient(base_url=url) as c:
         r = await c.post("/echo", json={"id": "x" * 129})
     assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+async def test_refusals_of_the_guard_are_counted_in_the_request_metric(url):
+    from shared.observability import HTTP_REQUESTS
+
+    before = HTTP_REQUESTS.labels("test", "400")._value.get()
+    async with httpx.AsyncClient(base_url=url) as c:
+        r = await c.post("/raw", content=b"[" * 40 + b"]" * 40)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert HTTP_REQUESTS.labels("test", "400")._value.get() == before + 1
