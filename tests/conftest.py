@@ -12,7 +12,7 @@ from tests.support.infra import Infra, infra
 from tests.support.services import SECRET
 
 
-_STAGE = {"unit": 0, "integration": 1, "e2e": 2}
+_STAGE = {"unit": 0, "component": 0, "integration": 1, "adversarial": 1, "e2e": 2}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from contracts.http import ErrorBody, ErrorCode, OrderResponse, PaymentRequest, PaymentWebhookEvent
 from shared.auth import Principal
+from shared import unavailable
 from shared.errors import ApiError
 
 from services.order import api, store
@@ -73,12 +74,12 @@ async def _seen(conn: Any, event_id: str) -> str | None:
     responses={c: {"model": ErrorBody} for c in (400, 401, 404, 409, 422, 503)},
     summary="A payment reported by the payment provider (signed); the same event again changes nothing",
 )
-async def payment_webhook(request: Request) -> OrderResponse:
+async def payment_webhook(request: Request) -> Any:
     rt = request.app.state.runtime
     secret = rt.settings.payment_webhook_secret
-    if not secret:
-        raise ApiError(503, ErrorCode.UNAVAILABLE, "the payment webhook is not configured "
-                       "(AIMIS_PAYMENT_WEBHOOK_SECRET)")
+    if not secret:  # 503, so the provider retries until the operator configures it (a 4xx: it gives up)
+        return unavailable.response(getattr(request.state, "request_id", None),
+                                    "the payment webhook (AIMIS_PAYMENT_WEBHOOK_SECRET is not set)")
     body = await request.body()
     verify(secret, request.headers.get(SIGNATURE_HEADER), body, rt.clock.now().timestamp())
     try:

@@ -245,3 +245,19 @@ def test_run_env_never_overrides_the_environment(tmp_path, monkeypatch):
 
     assert os.environ["AIMIS_AUTH_SECRET"] == "from-env" and os.environ["AIMIS_ENV"] == "development"
     monkeypatch.delenv("AIMIS_ENV")
+
+
+@pytest.mark.parametrize("service", ["order", "metering"])
+def test_service_process_exits_at_once_with_the_development_secret_outside_development(service):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMIS_")}
+    env.update(AIMIS_ENV="production", AIMIS_AUTH_SECRET=DEV_AUTH_SECRET,
+               AIMIS_KAFKA_BOOTSTRAP="127.0.0.1:1", AIMIS_DATABASE_URL="postgresql://nobody@127.0.0.1:1/x")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", f"services.{service}"], cwd=root, env=env,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert b"refuses to start" in done.stderr and b"AIMIS_AUTH_SECRET" in done.stderr
