@@ -69,8 +69,16 @@ async def _seen(conn: Any, event_id: str) -> str | None:
     return await conn.fetchval("SELECT order_id FROM payment_webhook_events WHERE event_id = $1", event_id)
 
 
+_OPENAPI = {  # the body is read raw (the signature covers its bytes), so describe it here
+    "parameters": [{"in": "header", "name": SIGNATURE_HEADER, "required": True, "schema": {"type": "string"},
+                    "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'>"}],
+    "requestBody": {"required": True, "content": {"application/json": {
+        "schema": PaymentWebhookEvent.model_json_schema(ref_template="#/components/schemas/{model}")}}},
+}
+
+
 @router.post(
-    "/v1/payments/webhook", response_model=OrderResponse,
+    "/v1/payments/webhook", response_model=OrderResponse, openapi_extra=_OPENAPI,
     responses={c: {"model": ErrorBody} for c in (400, 401, 404, 409, 422, 503)},
     summary="A payment reported by the payment provider (signed); the same event again changes nothing",
 )
