@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import secrets
 import sys
 import time
 import uuid
@@ -93,7 +94,7 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> None
     await admin.execute(f"CREATE DATABASE {db}")
     dsn = f"{base_dsn.rsplit('/', 1)[0]}/{db}"
     settings = Settings(
-        kafka_bootstrap=bootstrap, database_url=dsn, log_level="WARNING",
+        kafka_bootstrap=bootstrap, database_url=dsn, log_level="WARNING", auth_secret=secrets.token_hex(32),
         batch_max_records=args.batch_max_records, batch_timeout_ms=args.batch_timeout_ms,
     )
     group = f"bench-metering-{uuid.uuid4().hex[:8]}"

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli import runenv
 from cli.client import Api, CliError
 from shared import auth
 from shared.config import Settings
@@ -60,15 +61,25 @@ def _parse_lines(lines: list[str]) -> list[dict[str, Any]]:
     return parsed
 
 
+@app.callback()
+def _load_run_env() -> None:
+    """Read .run/env (written by `make up`) for the AIMIS_* variables not set here."""
+    runenv.load()
+
+
 @token_app.command("mint")
 def token_mint(
     admin: bool = typer.Option(False, "--admin", help="an admin token"),
     org: str | None = typer.Option(None, "--org", help="a token scoped to this org"),
+    role: str | None = typer.Option(None, "--role", help="finance | platform (SPEC 7.4)"),
 ) -> None:
-    if admin == bool(org):
-        _fail(CliError(2, "USAGE", "give exactly one of --admin or --org ORG", None))
+    if sum((admin, bool(org), bool(role))) != 1 or role not in (None, "finance", "platform"):
+        _fail(CliError(2, "USAGE", "give exactly one of --admin, --org ORG or --role finance|platform", None))
     s = Settings()
-    print(auth.mint(s.auth_secret, "admin") if admin else auth.mint(s.auth_secret, "org", org))
+    if org:
+        print(auth.mint(s.auth_secret, "org", org))
+    else:
+        print(auth.mint(s.auth_secret, "admin" if admin else role))  # type: ignore[arg-type]
 
 
 @agreement_app.command("record")

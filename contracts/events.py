@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from contracts import topics
+from contracts.limits import NO_CONTROL, Attributes, EventTime, Id128
 
 ORG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 OrgId = Annotated[str, StringConstraints(pattern=ORG_ID_PATTERN)]
@@ -48,11 +49,11 @@ class CloudEvent(BaseModel, Generic[DataT]):
     model_config = ConfigDict(extra="allow")  # CloudEvents extension attributes pass through
 
     specversion: Literal["1.0"]
-    id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    source: Annotated[str, StringConstraints(min_length=1)]
+    id: Id128
+    source: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NO_CONTROL)]
     type: str
     subject: OrgId
-    time: AwareDatetime
+    time: EventTime
     datacontenttype: str | None = "application/json"
     data: DataT
 
@@ -73,10 +74,10 @@ class UsageData(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     quantity: Annotated[int, Field(ge=1, le=10_000)] = 1
-    inspection_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    site_id: Annotated[str, StringConstraints(max_length=256)] | None = None
+    inspection_id: Id128
+    site_id: Annotated[str, StringConstraints(max_length=128, pattern=NO_CONTROL)] | None = None
     channel: Channel = "online"
-    attributes: dict[str, str] | None = None
+    attributes: Attributes | None = None
 
 
 UsageRejectionReason = Literal[

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts.events import Money, OrgId, Resource
+from contracts.limits import EventTime, Id128, Ref128
 
 
 class ErrorCode(StrEnum):
@@ -29,6 +30,9 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "FORBIDDEN", 403  # wrong org or role
     NOT_FOUND = "NOT_FOUND", 404
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED", 405
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE", 413  # body over 1 MiB (SPEC 7.1)
+    INTERNAL_ERROR = "INTERNAL_ERROR", 500  # unexpected; the body carries a request_id
+    UNAVAILABLE = "UNAVAILABLE", 503  # Kafka or PostgreSQL unreachable; with Retry-After (SPEC 7.5)
     # orders
     AGREEMENT_REQUIRED = "AGREEMENT_REQUIRED", 422
     QUANTITY_BELOW_MINIMUM = "QUANTITY_BELOW_MINIMUM", 422
@@ -72,6 +76,7 @@ class ErrorDetail(BaseModel):
     message: str
     line: int | None = None
     items: list[ItemError] | None = None
+    request_id: str | None = Field(default=None, description="500 and 503: quote it to the operator")
 
 
 class ErrorBody(BaseModel):
@@ -105,8 +110,8 @@ class CatalogResponse(BaseModel):
 
 class AgreementRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    agreement_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    signed_at: AwareDatetime
+    agreement_ref: Ref128
+    signed_at: EventTime
 
 
 class AgreementResponse(BaseModel):
@@ -118,12 +123,12 @@ class AgreementResponse(BaseModel):
 
 class OrderLineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    sku: str
+    sku: Id128
     quantity: int | None = None
     storage_years: int | None = None
     months: int | None = None
-    feature: str | None = None
-    mode: str | None = None
+    feature: Id128 | None = None
+    mode: Id128 | None = None
     years: int | None = None
 
 
@@ -144,14 +149,26 @@ class ImportOrderRequest(BaseModel):
     order_id: OrderId
     org_id: OrgId
     lines: Annotated[list[OrderLineIn], Field(min_length=1, max_length=100)]
-    paid_at: AwareDatetime
-    payment_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    paid_at: EventTime
+    payment_ref: Ref128
 
 
 class PaymentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    payment_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    payment_ref: Ref128
     amount: Money
+
+
+class PaymentWebhookEvent(BaseModel):
+    """POST /v1/payments/webhook from the payment provider (SPEC 7.4), signed in `AIMIS-Signature`."""
+
+    model_config = ConfigDict(extra="forbid")
+    event_id: Id128
+    order_id: OrderId
+    amount: Money
+    currency: Literal["USD"]
+    paid_at: EventTime
+    payment_ref: Ref128
 
 
 OrderStatus = Literal["placed", "paid", "fulfilled", "cancelled"]

@@ -16,9 +16,14 @@ DEV_AUTH_SECRET = "aimis-dev-secret-not-for-production"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIMIS_", extra="ignore")
 
+    env: str = "production"  # AIMIS_ENV: "development" allows the development auth secret
     kafka_bootstrap: str = "localhost:9092"
     database_url: str = "postgresql://postgres@localhost:5432/aimis"
     auth_secret: str = DEV_AUTH_SECRET
+    token_max_ttl_s: int = 86_400  # a token's exp - iat may not exceed this (SPEC 7.4)
+    payment_webhook_secret: str = ""  # HMAC-SHA256 key of POST /v1/payments/webhook; empty: webhook off
+    # SPEC 7.5: an HTTP request still waiting (on PostgreSQL or Kafka) after this answers 503
+    http_deadline_s: float = 4.0
     late_usage_grace_s: int = 300
     expiry_interval_s: float = 30.0
     reminder_days: str = "30,7,1"
@@ -70,6 +75,10 @@ class Settings(BaseSettings):
                              "(AIMIS_KAFKA_PASSWORD or AIMIS_KAFKA_CREDENTIALS)")
         return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
                 "sasl_plain_username": user, "sasl_plain_password": password}
+
+    @property
+    def is_development(self) -> bool:
+        return self.env.strip().lower() == "development"
 
     def port_of(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))

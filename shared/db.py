@@ -9,6 +9,7 @@ import logging
 import asyncpg
 
 log = logging.getLogger(__name__)
+CONNECT_TIMEOUT_S = 3.0
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -30,6 +31,7 @@ async def create_pool(
                 init=_init_connection,
                 server_settings={"search_path": f"{schema},public", "application_name": f"aimis-{schema}"},
                 command_timeout=60,
+                timeout=CONNECT_TIMEOUT_S,  # a new connection: never wait longer (SPEC 7.5)
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             if asyncio.get_running_loop().time() > deadline:

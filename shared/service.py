@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
 from contracts.events import CloudEvent, new_event
-from shared import db, errors, kafka, migrate, observability, outbox
+from shared import auth, db, errors, http_limits, kafka, migrate, observability, outbox
 from shared.clock import Clock
 from shared.config import Settings, get_settings
 from shared.outbox import Relay
@@ -81,6 +81,7 @@ class Runtime:
     # -- lifecycle ----------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
+        auth.check_secrets(s)  # SPEC 7.4: no start with a weak or the development secret
         self.pool = await db.create_pool(s.database_url, self.schema, max_size=10)
         async with self.pool.acquire() as conn:
             ran = await migrate.migrate(conn, self.schema, self.migrations)
@@ -164,6 +165,8 @@ class Runtime:
             observability.HTTP_REQUESTS.labels(self.name, str(response.status_code)).inc()
             return response
 
+        http_limits.install(app, self.settings.http_deadline_s, self.name)  # outermost: SPEC 7.1, 7.5
+
         app.include_router(observability.health_router({"database": self.db_ready, "kafka": self.kafka_ready}))
         for r in routers:
             app.include_router(r)
@@ -175,4 +178,9 @@ def serve(app: FastAPI, settings: Settings, service: str) -> None:
     import uvicorn
 
     observability.setup_logging(settings.log_level)
+    try:
+        auth.check_secrets(settings)
+    except auth.InsecureSecret as e:
+        log.error("%s refuses to start: %s", service, e)
+        raise SystemExit(2) from None
     uvicorn.run(app, host=settings.host, port=settings.port_of(service), log_config=None, access_log=False)

@@ -10,9 +10,10 @@ import pytest
 from shared.config import Settings
 from tests.support.db import scratch_database
 from tests.support.infra import Infra, infra
+from tests.support.services import SECRET
 from tests.support.stack import stack  # noqa: F401  (the one session stack: e2e and browser tests)
 
-_STAGE = {"unit": 0, "integration": 1, "e2e": 2, "browser": 3, "cluster": 4}
+_STAGE = {"unit": 0, "component": 0, "integration": 1, "adversarial": 1, "e2e": 2, "browser": 3, "cluster": 4}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,7 +49,7 @@ def settings(real_infra: Infra) -> Settings:
     return Settings(
         kafka_bootstrap=real_infra.bootstrap,
         database_url=real_infra.dsn,
-        auth_secret="test-secret",
+        auth_secret=SECRET,
         expiry_interval_s=0.5,
         late_usage_grace_s=2,
     )

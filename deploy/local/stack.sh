@@ -101,17 +101,26 @@ up() {
     "$PY" "$LOCAL/kafka_provision.py" "$AIMIS_KAFKA_BOOTSTRAP" "$AIMIS_KAFKA_CREDENTIALS" \
       --replication "${AIMIS_KAFKA_REPLICATION:-1}" --min-isr "${AIMIS_KAFKA_MIN_ISR:-1}"
   fi
-  # Remember the addresses for `make demo` and the CLI.
+  # A development stack (SPEC 7.4): a random auth secret unless one is set, kept across `make up`s.
+  export AIMIS_ENV="${AIMIS_ENV:-development}"
+  if [ -z "${AIMIS_AUTH_SECRET:-}" ]; then
+    AIMIS_AUTH_SECRET="$(sed -n 's/^AIMIS_AUTH_SECRET=//p' "$RUN/env" 2>/dev/null || true)"
+    [ -n "$AIMIS_AUTH_SECRET" ] || AIMIS_AUTH_SECRET="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
+    export AIMIS_AUTH_SECRET
+  fi
+  # Remember the addresses and the secret for `make demo` and the CLI.
   {
     echo "AIMIS_KAFKA_BOOTSTRAP=$AIMIS_KAFKA_BOOTSTRAP"
     echo "AIMIS_DATABASE_URL=$AIMIS_DATABASE_URL"
-    if [ -n "${AIMIS_AUTH_SECRET:-}" ]; then echo "AIMIS_AUTH_SECRET=$AIMIS_AUTH_SECRET"; fi
+    echo "AIMIS_ENV=$AIMIS_ENV"
+    echo "AIMIS_AUTH_SECRET=$AIMIS_AUTH_SECRET"
     echo "AIMIS_KAFKA_SECURITY=$AIMIS_KAFKA_SECURITY"
     if [ -n "${AIMIS_KAFKA_CREDENTIALS:-}" ]; then echo "AIMIS_KAFKA_CREDENTIALS=$AIMIS_KAFKA_CREDENTIALS"; fi
     if [ -n "${AIMIS_KAFKA_REPLICATION:-}" ]; then echo "AIMIS_KAFKA_REPLICATION=$AIMIS_KAFKA_REPLICATION"; fi
     if [ -n "${AIMIS_KAFKA_MIN_ISR:-}" ]; then echo "AIMIS_KAFKA_MIN_ISR=$AIMIS_KAFKA_MIN_ISR"; fi
     for s in $(services); do echo "AIMIS_${s^^}_URL=http://127.0.0.1:$(port_of "$s")"; done
   } > "$RUN/env"
+  chmod 600 "$RUN/env"
 
   local s r
   for s in $(services); do

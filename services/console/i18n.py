@@ -69,6 +69,8 @@ ERRORS = {
     "FORBIDDEN": ("Your role may not do this.", "您的角色无权执行此操作。"),
     "NOT_FOUND": ("This was not found.", "未找到该内容。"),
     "METHOD_NOT_ALLOWED": ("The service does not accept this request here.", "该服务在此处不接受此请求。"),
+    "INTERNAL_ERROR": ("Something went wrong in the service; quote the request id to your operator.",
+                       "服务内部出错；请将请求编号告知运维人员。"),
     "AGREEMENT_REQUIRED": ("The signed offline cooperation agreement of this organisation has not been recorded yet, so no order can be placed.",
                            "该机构的线下合作协议尚未登记，因此无法下单。"),
     "QUANTITY_BELOW_MINIMUM": ("The quantity is below the minimum of 1,000.", "数量低于最低购买量 1,000。"),

@@ -24,7 +24,7 @@ from contracts.http import (
 )
 from services.entitlement import domain, store
 from shared import outbox
-from shared.auth import Caller
+from shared.auth import AccountReader, EntitlementReader, OrgActor
 from shared.errors import ApiError
 from shared.service import Runtime
 
@@ -75,8 +75,7 @@ def _resource_balance(resource: str, bal: Any, lots: list[Any], now: Any) -> Res
 
 
 @router.get("/balances", response_model=BalancesResponse)
-async def balances(org_id: OrgPath, caller: Caller, request: Request) -> BalancesResponse:
-    caller.require_org(org_id)
+async def balances(org_id: OrgPath, caller: AccountReader, request: Request) -> BalancesResponse:
     rt = _rt(request)
     now = rt.clock.now()
     async with rt.pool.acquire() as conn, _snapshot(conn):
@@ -94,12 +93,11 @@ async def balances(org_id: OrgPath, caller: Caller, request: Request) -> Balance
 
 @router.get("/ledger", response_model=LedgerPage)
 async def ledger(
-    org_id: OrgPath, caller: Caller, request: Request,
+    org_id: OrgPath, caller: AccountReader, request: Request,
     resource: Resource | None = None,
     after: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> LedgerPage:
-    caller.require_org(org_id)
     rt = _rt(request)
     async with rt.pool.acquire() as conn:
         rows = await store.ledger_page(conn, org_id, resource, int(after or 0), limit + 1)
@@ -117,8 +115,7 @@ async def _licences(request: Request, org_id: str) -> tuple[dict[str, domain.Lic
 
 
 @router.get("/features", response_model=FeaturesResponse)
-async def features(org_id: OrgPath, caller: Caller, request: Request) -> FeaturesResponse:
-    caller.require_org(org_id)
+async def features(org_id: OrgPath, caller: EntitlementReader, request: Request) -> FeaturesResponse:
     lics, now = await _licences(request, org_id)
     basic = domain.basic_state(lics, now)
     states = {f: domain.feature_state(lics, f, now) for f in domain.OPTIONAL_FEATURES}
@@ -129,8 +126,7 @@ async def features(org_id: OrgPath, caller: Caller, request: Request) -> Feature
 
 
 @router.get("/features/{feature}", response_model=FeatureResponse)
-async def feature(org_id: OrgPath, feature: str, caller: Caller, request: Request) -> FeatureResponse:
-    caller.require_org(org_id)
+async def feature(org_id: OrgPath, feature: str, caller: EntitlementReader, request: Request) -> FeatureResponse:
     if feature != domain.BASIC and feature not in domain.OPTIONAL_FEATURES:
         raise ApiError(ErrorCode.NOT_FOUND, f"unknown feature {feature!r}")
     lics, now = await _licences(request, org_id)
@@ -148,8 +144,7 @@ def _service_view(r: Any, now: Any) -> ServiceView:
 
 
 @router.get("/services", response_model=list[ServiceView])
-async def services(org_id: OrgPath, caller: Caller, request: Request) -> list[ServiceView]:
-    caller.require_org(org_id)
+async def services(org_id: OrgPath, caller: AccountReader, request: Request) -> list[ServiceView]:
     rt = _rt(request)
     now = rt.clock.now()
     async with rt.pool.acquire() as conn:
@@ -158,9 +153,8 @@ async def services(org_id: OrgPath, caller: Caller, request: Request) -> list[Se
 
 
 @router.post("/services/{service_id}/acceptance", response_model=ServiceView)
-async def accept_service(org_id: OrgPath, service_id: str, caller: Caller, request: Request) -> ServiceView:
+async def accept_service(org_id: OrgPath, service_id: str, caller: OrgActor, request: Request) -> ServiceView:
     """Confirm acceptance of a one-time service (idempotent: accepting twice answers the same)."""
-    caller.require_org(org_id)
     rt = _rt(request)
     now = rt.clock.now()
     async with rt.pool.acquire() as conn, conn.transaction():
@@ -183,9 +177,8 @@ async def accept_service(org_id: OrgPath, service_id: str, caller: Caller, reque
 
 
 @router.get("/ai-review/allowance", response_model=AllowanceResponse)
-async def allowance(org_id: OrgPath, caller: Caller, request: Request) -> AllowanceResponse:
+async def allowance(org_id: OrgPath, caller: EntitlementReader, request: Request) -> AllowanceResponse:
     """May this org run an (online) AI review now: the AI-QTY balance valid now."""
-    caller.require_org(org_id)
     rt = _rt(request)
     now = rt.clock.now()
     async with rt.pool.acquire() as conn, _snapshot(conn):

@@ -9,17 +9,16 @@ from fastapi import APIRouter, Path, Request
 from contracts.events import ORG_ID_PATTERN
 from contracts.http import ScheduleItem, ScheduleResponse
 from services.expiry import store
-from shared.auth import Caller
+from shared.auth import AccountReader
 
 router = APIRouter(tags=["expiry"])
 
 
 @router.get("/v1/orgs/{org_id}/schedule", response_model=ScheduleResponse)
 async def get_schedule(
-    org_id: Annotated[str, Path(pattern=ORG_ID_PATTERN)], caller: Caller, request: Request
+    org_id: Annotated[str, Path(pattern=ORG_ID_PATTERN)], caller: AccountReader, request: Request
 ) -> ScheduleResponse:
     """The organisation's open deadlines (lots, licences, services, maintenance), by due time."""
-    caller.require_org(org_id)
     items = await store.schedule(request.app.state.runtime.pool, org_id)
     return ScheduleResponse(
         org_id=org_id,

@@ -26,7 +26,7 @@ from contracts.http import (
 from services.order import application as app
 from services.order import sla
 from services.order.domain import Line, OrderRuleError
-from shared.auth import Admin, Caller, Principal
+from shared.auth import AccountReader, Finance, OrderActor, OrderReader, Principal
 from shared.errors import ApiError
 
 router = APIRouter()
@@ -53,7 +53,8 @@ async def _call(use_case: Awaitable[T]) -> T:
 
 
 def _acting_org(caller: Principal) -> str | None:
-    return None if caller.is_admin else caller.org_id
+    """The org an org token acts for; None for roles that see every org (admin, finance)."""
+    return caller.org_id if caller.role == "org" else None
 
 
 def _view(order: dict[str, Any]) -> OrderResponse:
@@ -84,7 +85,7 @@ async def catalog(request: Request) -> CatalogResponse:
     responses=_errors(400, 401, 403),
 )
 async def record_agreement(
-    org_id: OrgPath, body: AgreementRequest, _: Admin, request: Request
+    org_id: OrgPath, body: AgreementRequest, _: Finance, request: Request
 ) -> AgreementResponse:
     """Record the org's signed offline cooperation agreement. The same body again changes nothing;
     a different one replaces the record and is announced again."""
@@ -101,7 +102,7 @@ async def record_agreement(
                **_errors(400, 401, 403, 409, 422)},
 )
 async def place_order(
-    body: PlaceOrderRequest, caller: Caller, request: Request, response: Response
+    body: PlaceOrderRequest, caller: OrderActor, request: Request, response: Response
 ) -> OrderResponse:
     """Place an order (201); the same body under the same order_id returns the order (200)."""
     caller.require_org(body.org_id)
@@ -115,7 +116,7 @@ async def place_order(
                **_errors(400, 401, 403, 409, 422)},
 )
 async def import_order(
-    body: ImportOrderRequest, _: Admin, request: Request, response: Response
+    body: ImportOrderRequest, _: Finance, request: Request, response: Response
 ) -> OrderResponse:
     """Record a sales-assisted or migrated purchase: placed and paid in one step at `paid_at`."""
     cmd = app.ImportOrder(body.order_id, body.org_id, _lines(body.lines), body.paid_at, body.payment_ref)
@@ -129,7 +130,7 @@ async def import_order(
     "/v1/orders/{order_id}/payment", response_model=OrderResponse, tags=["orders"],
     responses=_errors(400, 401, 403, 404, 409, 422),
 )
-async def pay_order(order_id: str, body: PaymentRequest, caller: Caller, request: Request) -> OrderResponse:
+async def pay_order(order_id: str, body: PaymentRequest, caller: Finance, request: Request) -> OrderResponse:
     """Take the payment of a placed order; the same payment again answers the same (no new event)."""
     cmd = app.PayOrder(order_id, body.payment_ref, body.amount, _acting_org(caller))
     return _view(await _call(app.pay_order(_deps(request), cmd)))
@@ -139,7 +140,7 @@ async def pay_order(order_id: str, body: PaymentRequest, caller: Caller, request
     "/v1/orders/{order_id}/cancel", response_model=OrderResponse, tags=["orders"],
     responses=_errors(401, 403, 404, 409),
 )
-async def cancel_order(order_id: str, caller: Caller, request: Request) -> OrderResponse:
+async def cancel_order(order_id: str, caller: OrderActor, request: Request) -> OrderResponse:
     """Cancel a placed (unpaid) order; cancelling a cancelled order again changes nothing."""
     cmd = app.CancelOrder(order_id, _acting_org(caller))
     return _view(await _call(app.cancel_order(_deps(request), cmd)))
@@ -152,7 +153,7 @@ async def cancel_order(order_id: str, caller: Caller, request: Request) -> Order
     "/v1/orders/{order_id}", response_model=OrderResponse, tags=["orders"],
     responses=_errors(401, 403, 404),
 )
-async def get_order(order_id: str, caller: Caller, request: Request) -> OrderResponse:
+async def get_order(order_id: str, caller: OrderReader, request: Request) -> OrderResponse:
     return _view(await _call(app.get_order(_deps(request), order_id, _acting_org(caller))))
 
 
@@ -162,13 +163,12 @@ async def get_order(order_id: str, caller: Caller, request: Request) -> OrderRes
 )
 async def list_orders(
     org_id: OrgPath,
-    caller: Caller,
+    caller: AccountReader,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(description="the `next` cursor of the previous page")] = None,
 ) -> OrderList:
     """The org's orders, oldest first, `limit` per page; pass `next` as `after` for the next page."""
-    caller.require_org(org_id)
     after_seq = 0
     if after is not None:
         if not after.isdigit() or len(after) > 18:

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from contracts import topics
 from contracts.http import CatalogResponse
 from contracts.skus import REGISTRY, Registry
-from services.order import api, handlers, sla
+from services.order import api, handlers, sla, webhook
 from services.order.domain import PriceBook, PriceBookError
 from shared.clock import Clock
 from shared.config import Settings, get_settings
@@ -64,6 +64,7 @@ def create_app(
     rt.background(lambda: sla.watch(lambda: rt.pool, policy, rt.settings.fulfilment_check_s), "order-sla")
     app = rt.http_app(
         api.router,
+        webhook.router,
         title="AIMIS order service",
         description="Price book, agreements, orders and their lifecycle; publishes aimis.orders.v1.",
     )

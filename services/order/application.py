@@ -214,11 +214,11 @@ def _repeat(existing: Order, key: dict[str, Any]) -> Placed:
 
 
 def _visible(order: Order | None, order_id: str, acting_org: str | None) -> Order:
-    """404 for an unknown order, then 403 for another org's (an admin acts on every org)."""
+    """404 for an unknown order and for another org's (so ids cannot be probed; SPEC 7.4)."""
     if order is None:
         raise OrderRuleError(ErrorCode.NOT_FOUND, f"no order {order_id}")
-    if acting_org is not None and acting_org != order["org_id"]:
-        raise OrderRuleError(ErrorCode.FORBIDDEN, f"this token may not act on org {order['org_id']!r}")
+    if acting_org is not None and acting_org != order["org_id"]:  # another org's: exactly as if missing
+        raise OrderRuleError(ErrorCode.NOT_FOUND, f"no order {order_id}")
     return order
 
 

@@ -71,7 +71,7 @@ async def test_org_token_reads_its_own_org_only_and_admin_endpoints_are_admin_on
                           ("expiry", "/v1/orgs/someone-else/schedule"), ("metering", "/v1/orgs/someone-else/usage")]:
         with pytest.raises(CliError) as e:
             mine.call(service, "GET", path)
-        assert (e.value.status, e.value.code) == (403, "FORBIDDEN"), path
+        assert (e.value.status, e.value.code) == (404, "NOT_FOUND"), path  # as if missing (SPEC 7.4)
     with pytest.raises(CliError) as e:
         mine.record_agreement(org_id, "AGR-self", "2026-01-01T00:00:00Z")
     assert e.value.status == 403

@@ -37,10 +37,9 @@ from shared.clock import Clock, add_years
 from shared.config import Settings
 from shared.kafka import ensure_topics
 from tests.support.kafka import TopicReader, partitions_of, producer
-from tests.support.services import bearer, serve_in_process
+from tests.support.services import SECRET, bearer, serve_in_process
 
 pytestmark = pytest.mark.integration
-SECRET = "test-secret"
 CONSUMED = (topics.ORDERS, topics.DEDUCTIONS, topics.EXPIRY_COMMANDS)
 
 
@@ -523,7 +522,7 @@ async def test_balances_ledger_features_services_and_allowance_are_org_scoped(sv
     async with httpx.AsyncClient(base_url=svc.url) as c:
         assert (await c.get(f"/v1/orgs/{org}/balances")).status_code == 401
         other = await c.get(f"/v1/orgs/{org}/balances", headers=bearer(SECRET, "someone-else"))
-        assert other.status_code == 403 and other.json()["error"]["code"] == "FORBIDDEN"
+        assert other.status_code == 404 and other.json()["error"]["code"] == "NOT_FOUND"  # SPEC 7.4
         admin = await c.get(f"/v1/orgs/{org}/features", headers=bearer(SECRET))
         assert admin.status_code == 200
 

@@ -29,7 +29,7 @@ from shared import migrate
 from shared.clock import Clock
 from shared.config import Settings
 from tests.support.kafka import TopicReader, producer, wait_until
-from tests.support.services import bearer, serve_in_process
+from tests.support.services import SECRET, bearer, serve_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ class Expiry:
         self.url, self.app = url, app
         self.rt = app.state.runtime
 
-    async def schedule(self, org_id: str, secret: str = "test-secret") -> dict:
+    async def schedule(self, org_id: str, secret: str = SECRET) -> dict:
         async with httpx.AsyncClient() as c:
             r = await c.get(f"{self.url}/v1/orgs/{org_id}/schedule", headers=bearer(secret, org_id))
             assert r.status_code == 200, r.text
@@ -414,9 +414,9 @@ async def test_schedule_lists_the_orgs_open_items_by_due_time(settings, fresh_db
         async with httpx.AsyncClient() as c:
             url = f"{svc.url}/v1/orgs/{org_id}/schedule"
             assert (await c.get(url)).status_code == 401
-            forbidden = await c.get(url, headers=bearer("test-secret", other))
-            assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "FORBIDDEN"
-            admin = await c.get(url, headers=bearer("test-secret"))
+            forbidden = await c.get(url, headers=bearer(SECRET, other))
+            assert forbidden.status_code == 404 and forbidden.json()["error"]["code"] == "NOT_FOUND"  # SPEC 7.4
+            admin = await c.get(url, headers=bearer(SECRET))
             assert admin.status_code == 200 and len(admin.json()["items"]) == 4
 
 

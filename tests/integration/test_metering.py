@@ -30,10 +30,9 @@ from shared.config import Settings
 from shared.service import Runtime
 from tests.support.infra import Infra
 from tests.support.kafka import TopicReader, partitions_of, producer, wait_until
-from tests.support.services import bearer, serve_in_process
+from tests.support.services import SECRET, bearer, serve_in_process
 
 pytestmark = pytest.mark.integration
-SECRET = "test-secret"
 
 
 @dataclass
@@ -406,7 +405,7 @@ async def test_usage_report_is_org_scoped_and_validates_its_parameters(metering,
     path = f"/v1/orgs/{org_id}/usage"
     async with httpx.AsyncClient(base_url=metering.url) as c:
         assert (await c.get(path)).status_code == 401
-        assert (await c.get(path, headers=bearer(SECRET, "someone-else"))).json()["error"]["code"] == "FORBIDDEN"
+        assert (await c.get(path, headers=bearer(SECRET, "someone-else"))).json()["error"]["code"] == "NOT_FOUND"
         assert (await c.get(path, headers=bearer(SECRET))).status_code == 200  # admin
         for params in ({"granularity": "week"}, {"resource": "coffee"}, {"from": "yesterday"},
                        {"from": "2025-01-01T00:00:00"},  # no zone
@@ -422,7 +421,7 @@ async def test_usage_report_is_org_scoped_and_validates_its_parameters(metering,
 async def test_http_ingestion_accepts_valid_events_and_they_are_forwarded(metering, deductions, known_org):
     batch = [usage(known_org, quantity=i + 1) for i in range(3)]
     single = usage(known_org, type="aimis.usage.ai_review")
-    async with httpx.AsyncClient(base_url=metering.url, headers=bearer(SECRET, known_org)) as c:
+    async with httpx.AsyncClient(base_url=metering.url, headers=bearer(SECRET, role="platform")) as c:
         r = await c.post("/v1/usage", json=batch)
         assert r.status_code == 202, r.text
         assert r.json() == {"accepted": [e["id"] for e in batch]}
@@ -445,7 +444,7 @@ async def test_http_ingestion_with_an_invalid_item_rejects_all_and_publishes_not
     async with TopicReader(real_infra.bootstrap, topics.USAGE) as usage_topic:
         async with httpx.AsyncClient(base_url=metering.url) as c:
             r = await c.post("/v1/usage", json=[good, bad_type, bad_qty, "junk", future],
-                             headers=bearer(SECRET, known_org))
+                             headers=bearer(SECRET, role="platform"))
             assert r.status_code == 400
             err = r.json()["error"]
             assert err["code"] == "VALIDATION_ERROR"
@@ -458,13 +457,14 @@ async def test_http_ingestion_with_an_invalid_item_rejects_all_and_publishes_not
             r = await c.post("/v1/usage", json=unknown, headers=bearer(SECRET))  # admin may send for any org
             assert r.status_code == 400 and r.json()["error"]["items"][0]["code"] == "UNKNOWN_ORG"
 
-            r = await c.post("/v1/usage", json=[good, usage(stranger)], headers=bearer(SECRET, known_org))
+            # SPEC 7.4: an org token may not send usage at all, not even its own
+            r = await c.post("/v1/usage", json=[good], headers=bearer(SECRET, known_org))
             assert r.status_code == 403 and r.json()["error"]["code"] == "FORBIDDEN"
 
-            r = await c.post("/v1/usage", json=[good] * 1001, headers=bearer(SECRET, known_org))
+            r = await c.post("/v1/usage", json=[good] * 1001, headers=bearer(SECRET, role="platform"))
             assert r.status_code == 400 and r.json()["error"]["code"] == "TOO_MANY_EVENTS"
 
-            r = await c.post("/v1/usage", content=b"{nope", headers=bearer(SECRET, known_org))
+            r = await c.post("/v1/usage", content=b"{nope", headers=bearer(SECRET, role="platform"))
             assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_ERROR"
 
             assert (await c.post("/v1/usage", json=good)).status_code == 401

@@ -16,12 +16,12 @@ from fastapi import FastAPI
 
 from services.order.app import create_app
 from shared.config import Settings
-from tests.support.services import bearer, serve_in_process
+from tests.support.services import SECRET, bearer, serve_in_process
 
 pytestmark = pytest.mark.integration
 
-SECRET = "test-secret"
 ADMIN = bearer(SECRET)
+FINANCE = bearer(SECRET, role="finance")
 
 
 def org_token(org: str) -> dict[str, str]:
@@ -54,7 +54,7 @@ class OrderService:
     ) -> httpx.Response:
         return await self.http.post(
             f"/v1/orders/{order['order_id']}/payment",
-            json={"payment_ref": ref, "amount": amount or order["total"]}, headers=org_token(org),
+            json={"payment_ref": ref, "amount": amount or order["total"]}, headers=FINANCE,
         )
 
     async def import_(self, org: str, lines: list[dict[str, Any]], paid_at: str, order_id: str | None = None,
@@ -152,15 +152,15 @@ async def test_missing_or_bad_token_is_401(svc, org):
     _error(await svc.http.get(f"/v1/orgs/{org}/orders"), 401, "UNAUTHORIZED")
 
 
-async def test_org_token_for_another_org_is_403(svc, org):
+async def test_org_token_for_another_org_is_403_in_a_body_and_404_for_its_order(svc, org):
     other = f"{org}-other"
     _error(await svc.place(org, [GOOD], headers=org_token(other)), 403, "FORBIDDEN")
     order = (await svc.place(org, [GOOD])).json()
-    _error(await svc.http.get(f"/v1/orders/{order['order_id']}", headers=org_token(other)), 403, "FORBIDDEN")
-    _error(await svc.http.get(f"/v1/orgs/{org}/orders", headers=org_token(other)), 403, "FORBIDDEN")
+    _error(await svc.http.get(f"/v1/orders/{order['order_id']}", headers=org_token(other)), 404, "NOT_FOUND")
+    _error(await svc.http.get(f"/v1/orgs/{org}/orders", headers=org_token(other)), 404, "NOT_FOUND")
     resp = await svc.http.post(f"/v1/orders/{order['order_id']}/payment",
                                json={"payment_ref": "p", "amount": order["total"]}, headers=org_token(other))
-    _error(resp, 403, "FORBIDDEN")
+    _error(resp, 403, "FORBIDDEN")  # confirming a payment is finance's
     assert (await svc.http.get(f"/v1/orders/{order['order_id']}", headers=ADMIN)).status_code == 200
 
 

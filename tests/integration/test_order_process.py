@@ -9,10 +9,9 @@ import pytest
 
 from contracts import topics
 from tests.support.kafka import TopicReader
-from tests.support.services import ServiceProcess, bearer
+from tests.support.services import SECRET, ServiceProcess, bearer
 
 pytestmark = pytest.mark.integration
-SECRET = "test-secret"
 
 
 async def test_paid_order_survives_kill9_and_the_repeated_payment_emits_nothing_new(
@@ -34,13 +33,13 @@ async def test_paid_order_survives_kill9_and_the_repeated_payment_emits_nothing_
             body = {"order_id": "o-kill", "org_id": org_id, "lines": [{"sku": "AI-QTY", "quantity": 1000}]}
             order = (await c.post("/v1/orders", json=body, headers=org)).json()
             pay = {"payment_ref": "pay-1", "amount": order["total"]}
-            paid = await c.post("/v1/orders/o-kill/payment", json=pay, headers=org)
+            paid = await c.post("/v1/orders/o-kill/payment", json=pay, headers=admin)
             assert paid.status_code == 200
         svc.kill9()
         await svc.start()
         async with httpx.AsyncClient(base_url=svc.url, timeout=30) as c:
             assert (await c.post("/v1/orders", json=body, headers=org)).status_code == 200
-            again = await c.post("/v1/orders/o-kill/payment", json=pay, headers=org)
+            again = await c.post("/v1/orders/o-kill/payment", json=pay, headers=admin)
             assert again.status_code == 200 and again.json() == paid.json()
         is_paid = lambda e: e["subject"] == org_id and e["type"] == "aimis.orders.order_paid"  # noqa: E731
         await reader.wait_for(is_paid)

@@ -30,6 +30,11 @@ class Infra:
     # deploy/local only: stop and start the broker / the database in place (same data, same port)
     restart_kafka: Callable[[], None] | None = None
     restart_postgres: Callable[[], None] | None = None
+    # the two halves, for tests that act while a dependency is down (SPEC 7.5)
+    stop_kafka: Callable[[], None] | None = None
+    start_kafka: Callable[[], None] | None = None
+    stop_postgres: Callable[[], None] | None = None
+    start_postgres: Callable[[], None] | None = None
 
 
 def free_port() -> int:
@@ -48,6 +53,13 @@ def _docker_answers() -> bool:
 
 
 @contextlib.contextmanager
+def local_infra() -> Iterator[Infra]:
+    """A private broker and database (deploy/local) on free ports, whatever the session uses."""
+    with _local() as i:
+        yield i
+
+
+@contextlib.contextmanager
 def _local() -> Iterator[Infra]:
     work = Path(tempfile.mkdtemp(prefix="aimis-test-"))
     os.chmod(work, 0o755)
@@ -61,17 +73,29 @@ def _local() -> Iterator[Infra]:
         wait = [str(ROOT / ".venv/bin/python"), str(LOCAL / "wait_kafka.py"), bootstrap, "90"]
         subprocess.run(wait, check=True)
 
-        def restart_kafka() -> None:
+        def stop_kafka() -> None:
             subprocess.run([str(LOCAL / "kafka.sh"), "stop", str(kdir)], check=True)
+
+        def start_kafka() -> None:
             subprocess.run([str(LOCAL / "kafka.sh"), "start", str(kdir), str(kport), str(cport)], check=True)
             subprocess.run(wait, check=True)
 
-        def restart_postgres() -> None:
+        def stop_postgres() -> None:
             subprocess.run([str(LOCAL / "postgres.sh"), "stop", str(pdir)], check=True)
+
+        def start_postgres() -> None:
             subprocess.run([str(LOCAL / "postgres.sh"), "start", str(pdir), str(pport)], check=True)
 
+        def restart_kafka() -> None:
+            stop_kafka()
+            start_kafka()
+
+        def restart_postgres() -> None:
+            stop_postgres()
+            start_postgres()
+
         yield Infra(bootstrap, f"postgresql://postgres@127.0.0.1:{pport}/aimis", "deploy/local",
-                    restart_kafka, restart_postgres)
+                    restart_kafka, restart_postgres, stop_kafka, start_kafka, stop_postgres, start_postgres)
     finally:
         subprocess.run([str(LOCAL / "kafka.sh"), "stop", str(kdir)], check=False)
         subprocess.run([str(LOCAL / "postgres.sh"), "stop", str(pdir)], check=False)

@@ -19,6 +19,9 @@ from fastapi import FastAPI
 from shared import auth
 from tests.support.infra import ROOT, free_port
 
+# Every test service gets a secret a production start would accept (SPEC 7.4: at least 32 bytes).
+SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+
 
 @contextlib.asynccontextmanager
 async def serve_in_process(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
@@ -89,7 +92,10 @@ class ServiceProcess:
                 self.kill9()
 
 
-def bearer(secret: str, org_id: str | None = None) -> dict[str, str]:
-    """Authorization header: admin when org_id is None, else an org token."""
-    token = auth.mint(secret, "admin") if org_id is None else auth.mint(secret, "org", org_id)
+def bearer(secret: str = SECRET, org_id: str | None = None, role: auth.Role | None = None) -> dict[str, str]:
+    """Authorization header: admin when org_id is None, else an org token; or `role` (finance, platform)."""
+    if role is not None and role != "org":
+        token = auth.mint(secret, role)
+    else:
+        token = auth.mint(secret, "admin") if org_id is None else auth.mint(secret, "org", org_id)
     return {"Authorization": f"Bearer {token}"}

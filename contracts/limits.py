@@ -1,0 +1,41 @@
+"""Input limits of SPEC 7.1 as reusable pydantic types, for HTTP bodies and Kafka records alike.
+
+Strings that name or reference something (ids, org ids, references, inspection and site ids,
+attribute keys and values) contain no control characters (U+0000-U+001F, U+007F) and no unpaired
+surrogates (pydantic refuses those for every `str`); ids and references are at most 128 characters;
+`attributes` at most 32 entries, keys at most 64, values at most 256. Event times are not before
+2000-01-01 (the upper bound, now + 5 minutes, is the usage rule TIME_IN_FUTURE).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
+
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+MAX_ID, MAX_ATTRIBUTES, MAX_ATTR_KEY, MAX_ATTR_VALUE = 128, 32, 64, 256
+MAX_JSON_DEPTH = 32
+MAX_BODY_BYTES = 1024 * 1024
+MIN_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+SafeStr = Annotated[str, StringConstraints(pattern=NO_CONTROL)]
+Id128 = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID, pattern=NO_CONTROL)]
+Ref128 = Id128  # references (agreement, payment) follow the id rule
+AttrKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ATTR_KEY, pattern=NO_CONTROL)]
+AttrValue = Annotated[str, StringConstraints(max_length=MAX_ATTR_VALUE, pattern=NO_CONTROL)]
+Attributes = Annotated[dict[AttrKey, AttrValue], Field(max_length=MAX_ATTRIBUTES)]
+
+
+def _not_before_2000(t: datetime) -> datetime:
+    try:
+        t.astimezone(timezone.utc)  # year 1 at +01:00 or year 9999 at -01:00 do not exist in UTC
+    except OverflowError:
+        raise ValueError(f"time {t.isoformat()} is out of range") from None
+    if t.year < MIN_TIME.year or t < MIN_TIME:
+        raise ValueError(f"time {t.isoformat()} is before {MIN_TIME.date().isoformat()}")
+    return t
+
+
+EventTime = Annotated[AwareDatetime, AfterValidator(_not_before_2000)]
