@@ -21,11 +21,10 @@ from services.order.app import create_app
 from shared.clock import FixedClock
 from shared.config import Settings
 from tests.support.kafka import producer, wait_until
-from tests.support.services import bearer, serve_in_process
+from tests.support.services import SECRET, bearer, serve_in_process
 
 pytestmark = pytest.mark.integration
 
-SECRET = "test-secret"
 ADMIN = bearer(SECRET)
 SLA = timedelta(seconds=3600)
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)

@@ -26,7 +26,7 @@ from contracts import topics
 from shared.config import Settings
 from tests.support.infra import ROOT
 from tests.support.kafka import partitions_of
-from tests.support.services import serve_in_process
+from tests.support.services import SECRET, serve_in_process
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "aimis.json"
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -141,7 +141,7 @@ async def live_families(real_infra: Any) -> AsyncIterator[dict[str, str]]:
     name = f"t_ops_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(real_infra.dsn)
     await admin.execute(f"CREATE DATABASE {name}")
-    settings = Settings(kafka_bootstrap=real_infra.bootstrap, auth_secret="test-secret",
+    settings = Settings(kafka_bootstrap=real_infra.bootstrap, auth_secret=SECRET,
                         database_url=f"{real_infra.dsn.rsplit('/', 1)[0]}/{name}")
     suffix = uuid.uuid4().hex[:8]
     groups = {svc: f"aimis-{svc}-ops-{suffix}" for svc in ("entitlement", "metering", "expiry")}
