@@ -11,13 +11,13 @@ from shared.config import Settings
 from tests.support.infra import Infra, infra
 
 
-_STAGE = {"unit": 0, "integration": 1, "e2e": 2}
+_STAGE = {"unit": 0, "component": 1, "integration": 2, "e2e": 3}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Unit, then integration, then e2e. The e2e stack (session-scoped subprocesses using the
+    """Unit, then component (PostgreSQL only), then integration, then e2e. The e2e stack (session-scoped subprocesses using the
     production consumer groups) must not run while integration tests consume the same topics."""
-    items.sort(key=lambda i: _STAGE.get(i.path.parent.name, 1))
+    items.sort(key=lambda i: _STAGE.get(i.path.parent.name, 2))
 
 
 def _terminate_as_interrupt(signum: int, frame: object) -> None:

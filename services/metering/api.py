@@ -65,7 +65,6 @@ async def ingest_usage(request: Request, caller: Caller) -> IngestResponse:
             raise ApiError(
                 403, ErrorCode.FORBIDDEN, f"this token may not send usage for org {foreign[0]!r}"
             )
-    assert rt.pool is not None
     known = await request.app.state.orders_catch_up.settled_known_orgs(
         rt.pool, domain.orgs_of(results), HTTP_CATCH_UP_WAIT_S
     )

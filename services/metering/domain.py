@@ -34,7 +34,6 @@ Reason = Literal["MALFORMED", "UNKNOWN_ORG", "UNKNOWN_TYPE", "INVALID_QUANTITY",
 Granularity = Literal["hour", "day", "month"]
 
 _ORG = re.compile(ORG_ID_PATTERN)
-DEDUCTION_REQUESTED = "aimis.metering.deduction_requested"
 
 
 class _StrictUsageData(UsageData):
@@ -88,7 +87,7 @@ class Usage:
     def deduction_event(self, source: str, now: datetime) -> CloudEvent[Any]:
         """`deduction_requested`: CloudEvent id = data.usage_id = this usage id, subject = the org."""
         return _AnyEvent.model_construct(
-            specversion="1.0", id=self.id, source=source, type=DEDUCTION_REQUESTED,
+            specversion="1.0", id=self.id, source=source, type=DeductionRequestedData.TYPE,
             subject=self.org_id, time=now, datacontenttype="application/json", data=self.deduction(now),
         )
 

@@ -76,7 +76,7 @@ def _placed_event(rt: Runtime, o: dict[str, Any]):  # type: ignore[no-untyped-de
         order_id=o["order_id"], org_id=o["org_id"], lines=_line_data(o), total=o["total"],
         price_book_version=o["price_book_version"], placed_at=o["placed_at"],
     )
-    return rt.event("aimis.orders.order_placed", o["org_id"], data, id=_event_id(o["order_id"], "placed"))
+    return rt.event(o["org_id"], data, id=_event_id(o["order_id"], "placed"))
 
 
 def _paid_event(rt: Runtime, o: dict[str, Any]):  # type: ignore[no-untyped-def]
@@ -85,7 +85,7 @@ def _paid_event(rt: Runtime, o: dict[str, Any]):  # type: ignore[no-untyped-def]
         price_book_version=o["price_book_version"], placed_at=o["placed_at"], paid_at=o["paid_at"],
         payment_ref=o["payment_ref"], imported=o["imported"],
     )
-    return rt.event("aimis.orders.order_paid", o["org_id"], data, id=_event_id(o["order_id"], "paid"))
+    return rt.event(o["org_id"], data, id=_event_id(o["order_id"], "paid"))
 
 
 # ---------------------------------------------------------------- catalog and agreement
@@ -113,7 +113,7 @@ async def record_agreement(
         )
         if changed:
             data = AgreementRecordedData(**dict(row))
-            await outbox.add(conn, [rt.event("aimis.orders.agreement_recorded", org_id, data)])
+            await outbox.add(conn, [rt.event(org_id, data)])
     return AgreementResponse(**dict(row))
 
 
@@ -263,8 +263,7 @@ async def cancel_order(order_id: str, caller: Caller, request: Request) -> Order
             now = rt.clock.now()
             await store.mark_cancelled(conn, order_id, now)
             data = OrderCancelledData(order_id=order_id, org_id=order["org_id"], cancelled_at=now)
-            event = rt.event("aimis.orders.order_cancelled", order["org_id"], data,
-                             id=_event_id(order_id, "cancelled"))
+            event = rt.event(order["org_id"], data, id=_event_id(order_id, "cancelled"))
             await outbox.add(conn, [event])
             order = await store.get_order(conn, order_id)
             assert order is not None

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from contracts import topics
 from contracts.http import CatalogResponse
 from shared.clock import Clock
 from shared.config import Settings, get_settings
@@ -52,7 +51,7 @@ def create_app(
     book, catalog = load_price_book(price_book or price_book_path())
     rt = Runtime(SCHEMA, MIGRATIONS, settings=settings or get_settings(), clock=clock, group_id=GROUP_ID)
     rt.source = SOURCE
-    rt.consume(topics.LEDGER, handlers.ledger_handler(rt))
+    rt.subscribe(handlers.ledger(rt))
     app = rt.http_app(
         api.router,
         title="AIMIS order service",

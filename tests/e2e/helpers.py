@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from cli.client import Api
 from contracts import topics
+from contracts.events import usage_type
 
 
 def now() -> datetime:
@@ -44,7 +45,7 @@ def usage(org: str, resource: str = "cloud_inspection", *, quantity: int = 1, ch
           at: datetime | None = None, event_id: str | None = None) -> dict[str, Any]:
     return {
         "specversion": "1.0", "id": event_id or f"u-{uuid.uuid4().hex}", "source": "/e2e/platform",
-        "type": f"aimis.usage.{resource}", "subject": org, "time": iso(at or now()),
+        "type": usage_type(resource), "subject": org, "time": iso(at or now()),
         "data": {"quantity": quantity, "inspection_id": f"ins-{uuid.uuid4().hex[:10]}", "channel": channel},
     }
 

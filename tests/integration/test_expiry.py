@@ -94,7 +94,8 @@ async def publish(p, *events) -> None:  # type: ignore[no-untyped-def]
 
 
 def ledger(kind: str, org_id: str, data):  # type: ignore[no-untyped-def]
-    return new_event(f"aimis.ledger.{kind}", org_id, data, SOURCE)
+    assert data.TYPE.endswith(f".{kind}")
+    return new_event(org_id, data, SOURCE)
 
 
 def lot_credited(org_id: str, lot_id: str, expires_at: datetime, quantity: int = 1000):

@@ -56,7 +56,7 @@ class Metering:
 
     @property
     def pool(self) -> asyncpg.Pool:
-        assert self.rt is not None and self.rt.pool is not None
+        assert self.rt is not None
         return self.rt.pool
 
 
@@ -118,7 +118,7 @@ async def known_org(metering: Metering, send: Any, org_id: str) -> str:
 async def record_agreement(metering: Metering, send: Any, org: str) -> None:
     now = datetime.now(timezone.utc)
     data = AgreementRecordedData(org_id=org, agreement_ref="AGR-1", signed_at=now, recorded_at=now)
-    ev = new_event("aimis.orders.agreement_recorded", org, data, "/aimis/order")
+    ev = new_event(org, data, "/aimis/order")
     await send([(org, encode(ev))], topic=topics.ORDERS)
     await wait_until(
         lambda: metering.pool.fetchval("SELECT count(*) FROM known_orgs WHERE org_id = $1", org), timeout=30
@@ -485,7 +485,7 @@ async def test_unknown_org_is_decided_only_after_the_orders_topic_is_read_up_to_
         await blocker.execute("LOCK TABLE metering.known_orgs IN SHARE MODE")
         now = datetime.now(timezone.utc)
         data = AgreementRecordedData(org_id=org_id, agreement_ref="AGR-race", signed_at=now, recorded_at=now)
-        await send([(org_id, encode(new_event("aimis.orders.agreement_recorded", org_id, data, "/aimis/order")))],
+        await send([(org_id, encode(new_event(org_id, data, "/aimis/order")))],
                    topic=topics.ORDERS)
         await wait_until(lambda: metering.pool.fetchval(
             """SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation

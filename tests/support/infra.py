@@ -91,6 +91,28 @@ def _containers() -> Iterator[Infra]:
 
 
 @contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """PostgreSQL only (the component tier): AIMIS_DATABASE_URL, a container, or deploy/local."""
+    if env := os.environ.get("AIMIS_DATABASE_URL"):
+        yield env
+    elif _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16", username="postgres", password="postgres", dbname="aimis") as p:
+            yield p.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
+    else:
+        work = Path(tempfile.mkdtemp(prefix="aimis-pg-"))
+        os.chmod(work, 0o755)
+        port = free_port()
+        try:
+            subprocess.run([str(LOCAL / "postgres.sh"), "start", str(work / "pg"), str(port)], check=True)
+            yield f"postgresql://postgres@127.0.0.1:{port}/aimis"
+        finally:
+            subprocess.run([str(LOCAL / "postgres.sh"), "stop", str(work / "pg")], check=False)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def infra() -> Iterator[Infra]:
     env_k, env_d = os.environ.get("AIMIS_KAFKA_BOOTSTRAP"), os.environ.get("AIMIS_DATABASE_URL")
     if env_k and env_d:
