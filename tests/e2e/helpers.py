@@ -14,7 +14,14 @@ from aiokafka import AIOKafkaProducer
 
 from cli.client import Api
 from contracts import topics
-from contracts.events import usage_type
+from contracts.events import (
+    ArrearsOffsetData,
+    EventData,
+    LotExpiredData,
+    UsageDeductedData,
+    UsageRejectedLedgerData,
+    usage_type,
+)
 
 
 def now() -> datetime:
@@ -73,7 +80,7 @@ async def onboard(admin: Api, org: str) -> None:
         try:
             admin.send_usage([probe])
             await eventually(
-                lambda: [d for d in of_kind(ledger(admin, org), "usage_rejected") if d["usage_id"] == probe["id"]],
+                lambda: [d for d in of_kind(ledger(admin, org), UsageRejectedLedgerData) if d["usage_id"] == probe["id"]],
                 bool, timeout=5,
             )
             return
@@ -95,8 +102,9 @@ def ledger(admin: Api, org: str) -> list[dict[str, Any]]:
     return admin.ledger_all(org)
 
 
-def of_kind(entries: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e["data"] for e in entries if e["type"] == f"aimis.ledger.{kind}"]
+def of_kind(entries: list[dict[str, Any]], model: type[EventData]) -> list[dict[str, Any]]:
+    """The data of the ledger entries whose type is the model's."""
+    return [e["data"] for e in entries if e["type"] == model.TYPE]
 
 
 def assert_conservation(admin: Api, org: str) -> None:
@@ -104,9 +112,9 @@ def assert_conservation(admin: Api, org: str) -> None:
     bal = admin.balances(org)["resources"]
     entries = ledger(admin, org)
     for resource, b in bal.items():
-        deducted = [d for d in of_kind(entries, "usage_deducted") if d["resource"] == resource]
-        offsets = [d for d in of_kind(entries, "arrears_offset") if d["resource"] == resource]
-        expired = [d for d in of_kind(entries, "lot_expired") if d["resource"] == resource]
+        deducted = [d for d in of_kind(entries, UsageDeductedData) if d["resource"] == resource]
+        offsets = [d for d in of_kind(entries, ArrearsOffsetData) if d["resource"] == resource]
+        expired = [d for d in of_kind(entries, LotExpiredData) if d["resource"] == resource]
         drawn_by_usage = sum(a["quantity"] for d in deducted for a in d["allocations"])
         offset_total = sum(d["quantity"] for d in offsets)
         drawn_from_lots = drawn_by_usage + offset_total
