@@ -106,7 +106,7 @@ class UsageData(EventData):
 
 
 UsageRejectionReason = Literal[
-    "MALFORMED", "UNKNOWN_ORG", "UNKNOWN_TYPE", "INVALID_QUANTITY", "TIME_IN_FUTURE"
+    "MALFORMED", "UNKNOWN_ORG", "UNKNOWN_TYPE", "INVALID_QUANTITY", "TIME_IN_FUTURE", "UNPROCESSABLE"
 ]
 
 
@@ -423,7 +423,7 @@ class ExpiryUpcomingData(_Data):
 
 # ---------------------------------------------------------------- dead letters (one topic per service)
 
-DeadLetterReason = Literal["MALFORMED", "UNKNOWN_TYPE", "SCHEMA_VIOLATION", "UNKNOWN_ORDER_LINE"]
+DeadLetterReason = Literal["MALFORMED", "UNKNOWN_TYPE", "SCHEMA_VIOLATION", "UNKNOWN_ORDER_LINE", "UNPROCESSABLE"]
 DEAD_LETTER_TYPES: dict[str, str] = {
     "aimis.order.dead_letter": topics.ORDER_DLQ,
     "aimis.metering.dead_letter": topics.METERING_DLQ,

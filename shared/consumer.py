@@ -17,12 +17,18 @@ A policy returns events and never writes the outbox itself; it may change its ow
 its store (inside the transaction it is given). Bad input never raises: it leaves through the
 rejection path, once per record even when its batch is redelivered.
 
-`Consumer.process` is the one place where a batch meets the database: poison isolation (SPEC 7.2)
-belongs there.
+Nothing blocks (SPEC 7.2). When a batch fails for a reason retrying will not cure
+(`unprocessable`: a data or encoding error from PostgreSQL, an overflow, a serialization error),
+the batch is bisected and each half processed on its own, down to the failing record; that record
+is tried alone at most `ALONE_ATTEMPTS` times and then goes, with reason `UNPROCESSABLE`, to the
+rejection path, while every other record of the batch takes effect. Any other failure (database or
+broker unreachable) propagates: the transport rewinds the batch, after a capped exponential
+back-off, and nothing is dead-lettered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -60,7 +66,25 @@ DEAD_LETTERS = Counter(
     "aimis_dead_letters_total", "Records sent to a service's dead-letter topic", ["service", "topic", "reason"]
 )
 
+ISOLATED = Counter(
+    "aimis_consumer_isolated_total", "Batches that failed for good and were bisected to isolate a record",
+    ["service", "topic"],
+)
+
 _ORG = re.compile(ORG_ID_PATTERN)
+ALONE_ATTEMPTS = 3  # a record that fails for good alone is tried this often, then dead-lettered
+BACKOFF_BASE_S, BACKOFF_CAP_S = 0.5, 30.0
+# SQLSTATE classes retrying cannot cure: data exception, integrity violation, program limit exceeded
+_PERMANENT_SQLSTATE = ("22", "23", "54")
+
+
+def unprocessable(e: BaseException) -> bool:
+    """True when processing failed for a reason that retrying will not cure (SPEC 7.2). Connection
+    loss, timeouts, serialization failures and deadlocks (SQLSTATE 40) are transient."""
+    if isinstance(e, asyncpg.PostgresError):
+        return str(getattr(e, "sqlstate", "") or "")[:2] in _PERMANENT_SQLSTATE
+    # asyncpg's client-side DataError (an argument it cannot encode) is a ValueError
+    return isinstance(e, (ValueError, ArithmeticError, RecursionError))
 
 
 # ---------------------------------------------------------------- what a record decodes to
@@ -176,15 +200,54 @@ class Consumer:
 
     def __init__(self, rt: Runtime, sub: Subscription):
         self.rt, self.sub = rt, sub
+        self.failures = 0  # consecutive transient failures (for the back-off)
 
     async def __call__(self, records: list[ConsumerRecord]) -> None:
         now = self.rt.clock.now()
-        decoded = [self.sub.decode_record(r, now) for r in records]
-        if self.sub.screen is not None:
-            decoded = await self.sub.screen(decoded)
-        tally = Tally(ignored=sum(1 for d in decoded if d is None))
-        fresh_bad = await self.process(decoded, now, tally)
+        try:
+            decoded = [self.sub.decode_record(r, now) for r in records]
+            if self.sub.screen is not None:
+                decoded = await self.sub.screen(decoded)
+            tally = Tally(ignored=sum(1 for d in decoded if d is None))
+            fresh_bad = await self.isolating(decoded, now, tally)
+        except Exception:
+            self.failures += 1
+            await asyncio.sleep(self.backoff_s())
+            raise  # the transport rewinds the batch
+        self.failures = 0
         self._count(tally, fresh_bad)
+
+    def backoff_s(self) -> float:
+        return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (self.failures - 1))
+
+    async def isolating(self, decoded: list[Decoded], now: datetime, tally: Tally) -> list[Bad]:
+        """`process`, isolating a record that fails for good: bisect, then try it alone, then
+        reject it as UNPROCESSABLE. Transient failures propagate."""
+        try:
+            return await self.process(decoded, now, tally)
+        except Exception as e:
+            if not unprocessable(e):
+                raise
+            items = [d for d in decoded if d is not None]
+            if len(items) > 1:
+                ISOLATED.labels(self.rt.name, self.sub.topic).inc()
+                mid = len(items) // 2
+                return await self.isolating(items[:mid], now, tally) + await self.isolating(items[mid:], now, tally)
+            if not items:
+                raise
+            return await self._alone(items[0], e, now, tally)
+
+    async def _alone(self, item: Accepted | Bad, error: Exception, now: datetime, tally: Tally) -> list[Bad]:
+        for _ in range(ALONE_ATTEMPTS - 1):  # the failure that led here was the first attempt alone
+            try:
+                return await self.process([item], now, tally)
+            except Exception as e:
+                if not unprocessable(e):
+                    raise
+                error = e
+        log.error("record %s:%s:%s fails for good (%r); rejected as UNPROCESSABLE", item.record.topic,
+                  item.record.partition, item.record.offset, error, extra={"topic": item.record.topic})
+        return await self.process([Bad(item.record, "UNPROCESSABLE", repr(error)[:2000])], now, tally)
 
     async def process(self, decoded: list[Decoded], now: datetime, tally: Tally) -> list[Bad]:
         """One transaction: claim, policy, rejection path, outbox. Returns the bad records

@@ -63,7 +63,7 @@ class Runtime:
     # -- wiring -------------------------------------------------------------
     def subscribe(self, sub: Subscription) -> None:
         """Consume `sub.topic` with the one consumer shape (shared/consumer.py)."""
-        self.consume(sub.topic, Consumer(self, sub))
+        self.consume(sub.topic, Consumer(self, sub), retry_backoff_s=0.0)  # the consumer backs off itself
 
     def consume(self, topic: str, handler: kafka.BatchHandler, **kw: Any) -> None:
         kafka.batch_consumer(

@@ -218,7 +218,8 @@ class UsageRejections:
         return domain.rejection_id(r.topic, r.partition, r.offset)
 
     async def __call__(self, conn: asyncpg.Connection, bad: list[Bad], now: datetime) -> list[CloudEvent[Any]]:
-        refused: list[Refused] = [b.info for b in bad]
+        refused = [b.info if isinstance(b.info, Refused) else Refused(Rejection(b.reason, b.detail), False)  # type: ignore[arg-type]
+                   for b in bad]  # not Refused: a record the consumer base isolated as UNPROCESSABLE
         hourly = [(x.rejection, x.rejection.resource) for x in refused if x.counted]
         await store.add_hourly(conn, [r.org_id for r, _ in hourly], [res for _, res in hourly],
                                [r.bucket_time(now) for r, _ in hourly], [0] * len(hourly),
