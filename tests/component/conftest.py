@@ -47,29 +47,32 @@ class Database:
         return f"{self.server_dsn.rsplit('/', 1)[0]}/{name}"
 
     async def create(self, schema: str, migrations: Path) -> str:
-        admin = await asyncpg.connect(self.server_dsn)
-        try:
-            template = self.templates.get(schema)
-            if template is None:
-                template = f"tpl_{schema}_{uuid.uuid4().hex[:6]}"
-                await admin.execute(f"CREATE DATABASE {template}")
-                rt = Runtime(schema, migrations, settings=_settings(self.dsn(template)))
-                await rt.open_database()
-                await rt.close_database()
-                self.templates[schema] = template
-            await admin.execute(f"CREATE DATABASE {self.name} TEMPLATE {template}")
-            self.created = True
-        finally:
-            await admin.close()
+        """A copy of the service's migrated template (made once per session)."""
+        template = self.templates.get(schema)
+        if template is None:
+            template = f"tpl_{schema}_{uuid.uuid4().hex[:6]}"
+            await self._execute(f"CREATE DATABASE {template}")
+            rt = Runtime(schema, migrations, settings=_settings(self.dsn(template)))
+            await rt.open_database()
+            await rt.close_database()
+            self.templates[schema] = template
+        return await self.create_empty(f" TEMPLATE {template}")
+
+    async def create_empty(self, options: str = "") -> str:
+        await self._execute(f"CREATE DATABASE {self.name}{options}")
+        self.created = True
         return self.dsn(self.name)
 
     async def drop(self) -> None:
         if self.created:
-            admin = await asyncpg.connect(self.server_dsn)
-            try:
-                await admin.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
-            finally:
-                await admin.close()
+            await self._execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+    async def _execute(self, sql: str) -> None:
+        admin = await asyncpg.connect(self.server_dsn)
+        try:
+            await admin.execute(sql)
+        finally:
+            await admin.close()
 
 
 @pytest.fixture

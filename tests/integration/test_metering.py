@@ -152,54 +152,7 @@ async def assert_rejected(rejected: TopicReader, subject: str, reason: str, orig
 
 
 # ------------------------------------------------------------------ one test per rejection reason
-
-
-async def test_non_json_record_is_rejected_malformed_with_its_raw_text(metering, send, rejected, known_org):
-    raw = b"this is {not json"
-    await send([(known_org, raw)])
-    ev = await assert_rejected(rejected, known_org, "MALFORMED", raw.decode())
-    assert ev["id"].startswith(f"rejected:{topics.USAGE}:")
-    assert rejected.records[-1].key == known_org.encode()
-
-
-async def test_schema_violation_is_rejected_malformed_with_the_original_event(metering, send, rejected, known_org):
-    bad = usage(known_org)
-    del bad["data"]["inspection_id"]
-    await send([(known_org, bad)])
-    await assert_rejected(rejected, known_org, "MALFORMED", bad)
-
-
-async def test_unknown_type_is_rejected_unknown_type(metering, send, rejected, known_org):
-    bad = usage(known_org, type="aimis.usage.teleportation")
-    await send([(known_org, bad)])
-    await assert_rejected(rejected, known_org, "UNKNOWN_TYPE", bad)
-
-
-async def test_quantity_out_of_range_is_rejected_invalid_quantity(metering, send, rejected, known_org):
-    too_big, zero = usage(known_org, quantity=10_001), usage(known_org, quantity=0)
-    await send([(known_org, too_big), (known_org, zero)])
-    await assert_rejected(rejected, known_org, "INVALID_QUANTITY", too_big)
-    await assert_rejected(rejected, known_org, "INVALID_QUANTITY", zero)
-
-
-async def test_time_more_than_five_minutes_ahead_is_rejected_time_in_future(metering, send, rejected, known_org):
-    bad = usage(known_org, time=datetime.now(timezone.utc) + timedelta(minutes=10))
-    await send([(known_org, bad)])
-    await assert_rejected(rejected, known_org, "TIME_IN_FUTURE", bad)
-
-
-async def test_org_without_agreement_is_rejected_unknown_org(metering, send, rejected, deductions, org_id):
-    bad = usage(org_id)
-    await send([(org_id, bad)])
-    await assert_rejected(rejected, org_id, "UNKNOWN_ORG", bad)
-    await deductions.settle(0.5)
-    assert not deductions.events(lambda e: e["id"] == bad["id"])
-
-
-async def test_record_without_org_or_key_is_rejected_under_subject_unknown(metering, send, rejected):
-    raw = f"garbage-{uuid.uuid4().hex}".encode()
-    await send([(None, raw)])
-    await assert_rejected(rejected, "unknown", "MALFORMED", raw.decode())
+# moved to tests/component/test_metering_rejections.py (the rules need no broker)
 
 
 # ------------------------------------------------------------------ forwarding
