@@ -28,9 +28,9 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="session")
-def pg_dsn() -> Iterator[str]:
-    with postgres() as dsn:
-        yield dsn
+def pg_server() -> Iterator[tuple[str, bool]]:
+    with postgres() as server:
+        yield server
 
 
 class Database:
@@ -39,9 +39,10 @@ class Database:
 
     templates: dict[str, str] = {}  # schema -> template database, per session
 
-    def __init__(self, server_dsn: str):
+    def __init__(self, server_dsn: str, keep: bool = False):
         self.server_dsn, self.name = server_dsn, f"c_{uuid.uuid4().hex[:10]}"
         self.created = False
+        self.keep = keep  # on a throwaway server: dropping costs a checkpoint, the server goes anyway
 
     def dsn(self, name: str) -> str:
         return f"{self.server_dsn.rsplit('/', 1)[0]}/{name}"
@@ -64,7 +65,7 @@ class Database:
         return self.dsn(self.name)
 
     async def drop(self) -> None:
-        if self.created:
+        if self.created and not self.keep:
             await self._execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
     async def _execute(self, sql: str) -> None:
@@ -76,9 +77,10 @@ class Database:
 
 
 @pytest.fixture
-async def database(pg_dsn: str) -> AsyncIterator[Database]:
+async def database(pg_server: tuple[str, bool]) -> AsyncIterator[Database]:
     """A new database for one test (see Database)."""
-    db = Database(pg_dsn)
+    dsn, throwaway = pg_server
+    db = Database(dsn, keep=throwaway)
     try:
         yield db
     finally:
