@@ -218,9 +218,9 @@ class Consumer:
         self._count(tally, fresh_bad)
 
     def backoff_s(self) -> float:
-        return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (self.failures - 1))
+        return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** (self.failures - 1))
 
-    async def isolating(self, decoded: list[Decoded], now: datetime, tally: Tally) -> list[Bad]:
+    async def isolating(self, decoded: Sequence[Decoded], now: datetime, tally: Tally) -> list[Bad]:
         """`process`, isolating a record that fails for good: bisect, then try it alone, then
         reject it as UNPROCESSABLE. Transient failures propagate."""
         try:
@@ -249,7 +249,7 @@ class Consumer:
                   item.record.partition, item.record.offset, error, extra={"topic": item.record.topic})
         return await self.process([Bad(item.record, "UNPROCESSABLE", repr(error)[:2000])], now, tally)
 
-    async def process(self, decoded: list[Decoded], now: datetime, tally: Tally) -> list[Bad]:
+    async def process(self, decoded: Sequence[Decoded], now: datetime, tally: Tally) -> list[Bad]:
         """One transaction: claim, policy, rejection path, outbox. Returns the bad records
         rejected now (not already by an earlier delivery)."""
         sub = self.sub

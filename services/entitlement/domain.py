@@ -438,7 +438,10 @@ def acceptable(sku: str, status: str, accept_by: datetime | None, now: datetime)
 # ---------------------------------------------------------------- the balance view
 
 
-def lot_status(lot: Lot, now: datetime) -> str:
+LotStatus = Literal["active", "depleted", "expired"]
+
+
+def lot_status(lot: Lot, now: datetime) -> LotStatus:
     """`expired` from its expiry on (even before the command forfeits it), `depleted`, `active`."""
     if lot.expired or now >= lot.expires_at:
         return "expired"

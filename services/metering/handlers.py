@@ -220,10 +220,11 @@ class UsageRejections:
     async def __call__(self, conn: asyncpg.Connection, bad: list[Bad], now: datetime) -> list[CloudEvent[Any]]:
         refused = [b.info if isinstance(b.info, Refused) else Refused(Rejection(b.reason, b.detail), False)  # type: ignore[arg-type]
                    for b in bad]  # not Refused: a record the consumer base isolated as UNPROCESSABLE
-        hourly = [(x.rejection, x.rejection.resource) for x in refused if x.counted]
-        await store.add_hourly(conn, [r.org_id for r, _ in hourly], [res for _, res in hourly],
-                               [r.bucket_time(now) for r, _ in hourly], [0] * len(hourly),
-                               [r.counted_quantity for r, _ in hourly])
+        hourly = [(x.rejection, x.rejection.org_id, x.rejection.resource) for x in refused
+                  if x.counted and x.rejection.org_id and x.rejection.resource]
+        await store.add_hourly(conn, [org for _, org, _ in hourly], [res for _, _, res in hourly],
+                               [r.bucket_time(now) for r, _, _ in hourly], [0] * len(hourly),
+                               [r.counted_quantity for r, _, _ in hourly])
         return [self._event(b.record, x.rejection, self.key(b), now) for b, x in zip(bad, refused)]
 
     def committed(self, bad: list[Bad]) -> None:
