@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from aiokafka import ConsumerRecord
+from fastapi import APIRouter
 
 from shared.clock import FixedClock
 from shared.config import Settings
 from shared.consumer import Consumer, Subscription
 from shared.service import Runtime
 from tests.support.infra import postgres
+from tests.support.services import bearer
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 
@@ -131,3 +134,21 @@ class Feed:
         """The events this service wrote to its outbox for `topic`, in order."""
         rows = await self.rt.pool.fetch("SELECT payload FROM outbox WHERE topic = $1 ORDER BY seq", topic)
         return [json.loads(r["payload"]) for r in rows]
+
+
+class Http:
+    """A service's HTTP routes over the runtime's database, in process (no lifespan: Kafka is never
+    started), with an org token."""
+
+    def __init__(self, rt: Runtime, *routers: APIRouter):
+        app = rt.http_app(*routers, title=f"{rt.name} (component test)")
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://component")
+        self.secret = rt.settings.auth_secret
+
+    async def get(self, org: str, path: str, **params: Any) -> Any:
+        r = await self.client.get(f"/v1/orgs/{org}{path}", params=params, headers=bearer(self.secret, org))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
