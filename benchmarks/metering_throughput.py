@@ -30,7 +30,12 @@ import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
 from contracts import topics  # noqa: E402
-from contracts.events import AgreementRecordedData, new_event  # noqa: E402
+from contracts.events import (  # noqa: E402
+    USAGE_AI_REVIEW,
+    USAGE_CLOUD_INSPECTION,
+    AgreementRecordedData,
+    new_event,
+)
 from shared import kafka as shared_kafka  # noqa: E402
 from shared.config import Settings  # noqa: E402
 
@@ -45,7 +50,7 @@ def _produce(bootstrap: str, orgs: list[str], n: int, started: mp.Queue[float]) 
             org = orgs[i % len(orgs)]
             ev = {
                 "specversion": "1.0", "id": f"bench-{uuid.uuid4().hex}", "source": "/bench",
-                "type": "aimis.usage.cloud_inspection" if i % 4 else "aimis.usage.ai_review",
+                "type": USAGE_CLOUD_INSPECTION if i % 4 else USAGE_AI_REVIEW,
                 "subject": org, "time": (base + timedelta(milliseconds=i)).isoformat(),
                 "data": {"quantity": 1 + i % 3, "inspection_id": f"insp-{i}"},
             }
@@ -107,7 +112,7 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> None
         now = datetime.now(timezone.utc)
         for org in orgs:
             data = AgreementRecordedData(org_id=org, agreement_ref="bench", signed_at=now, recorded_at=now)
-            ev = new_event("aimis.orders.agreement_recorded", org, data, "/bench")
+            ev = new_event(org, data, "/bench")
             await shared_kafka.publish_events(rt.broker, [ev])
         while await rt.pool.fetchval("SELECT count(*) FROM known_orgs") < len(orgs):
             await asyncio.sleep(0.1)

@@ -15,6 +15,7 @@ from rich.rule import Rule
 
 from cli.client import Api, CliError
 from cli.main import render_balance, usage_event
+from contracts.events import UsageRejectedLedgerData
 
 out = Console(width=130)
 
@@ -104,7 +105,7 @@ def main() -> None:
 
     def rejected() -> list[dict[str, Any]]:
         return [e for e in api.ledger_all(org, resource="ai_review")
-                if e["type"] == "aimis.ledger.usage_rejected" and e["data"]["usage_id"] == refused]
+                if e["type"] == UsageRejectedLedgerData.TYPE and e["data"]["usage_id"] == refused]
 
     r = wait_for("the refusal on the ledger", rejected, bool)
     out.print(f"review {refused[:8]}… refused: [red]{r[0]['data']['reason']}[/]")

@@ -185,9 +185,11 @@ def balance(org: str, as_json: bool = typer.Option(False, "--json")) -> None:
 
 def usage_event(org: str, resource: str, *, quantity: int = 1, channel: str = "online",
                 occurred_at: str | None = None, event_id: str | None = None) -> dict[str, Any]:
+    from contracts.events import usage_type
+
     return {
         "specversion": "1.0", "id": event_id or str(uuid.uuid4()), "source": "/aimis-cli/platform",
-        "type": f"aimis.usage.{resource}", "subject": org, "time": occurred_at or _now(),
+        "type": usage_type(resource), "subject": org, "time": occurred_at or _now(),
         "datacontenttype": "application/json",
         "data": {"quantity": quantity, "inspection_id": f"INS-{uuid.uuid4().hex[:12]}", "channel": channel},
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -36,7 +36,25 @@ Channel = Literal["online", "offline"]
 SPECVERSION = "1.0"
 
 
-class _Data(BaseModel):
+class EventData(BaseModel):
+    """A data model that knows its event type(s) and topic.
+
+    Most models are the data of exactly one type (`TYPE`, on `TOPIC`). A model several types
+    share (usage's two kinds, the dead letters of each service) leaves `TYPE` empty and lists
+    `TYPES` (type -> topic); building such an event names its type explicitly.
+    """
+
+    TYPE: ClassVar[str] = ""
+    TOPIC: ClassVar[str] = ""
+    TYPES: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def event_types(cls) -> dict[str, str]:
+        """type -> topic of every event type whose data is this model."""
+        return {cls.TYPE: cls.TOPIC} if cls.TYPE else dict(cls.TYPES)
+
+
+class _Data(EventData):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -68,10 +86,18 @@ USAGE_TYPES: dict[str, str] = {
 }
 
 
-class UsageData(BaseModel):
+def usage_type(resource: str) -> str:
+    """The usage event type of a resource (`aimis.usage.<resource>`)."""
+    return next(t for t, r in USAGE_TYPES.items() if r == resource)
+
+
+class UsageData(EventData):
     """What the imaging platform reports for one use. Unknown extra fields are ignored."""
 
+    # Both usage types share this model: the type (the resource) is named when building one.
+
     model_config = ConfigDict(extra="ignore")
+    TYPES: ClassVar[dict[str, str]] = {USAGE_CLOUD_INSPECTION: topics.USAGE, USAGE_AI_REVIEW: topics.USAGE}
 
     quantity: Annotated[int, Field(ge=1, le=10_000)] = 1
     inspection_id: Id128
@@ -81,11 +107,14 @@ class UsageData(BaseModel):
 
 
 UsageRejectionReason = Literal[
-    "MALFORMED", "UNKNOWN_ORG", "UNKNOWN_TYPE", "INVALID_QUANTITY", "TIME_IN_FUTURE"
+    "MALFORMED", "UNKNOWN_ORG", "UNKNOWN_TYPE", "INVALID_QUANTITY", "TIME_IN_FUTURE", "UNPROCESSABLE"
 ]
 
 
 class UsageRejectedData(_Data):
+    TYPE: ClassVar[str] = "aimis.usage.rejected"
+    TOPIC: ClassVar[str] = topics.USAGE_REJECTED
+
     reason: UsageRejectionReason
     detail: str
     received_at: AwareDatetime
@@ -96,6 +125,9 @@ class UsageRejectedData(_Data):
 
 
 class DeductionRequestedData(_Data):
+    TYPE: ClassVar[str] = "aimis.metering.deduction_requested"
+    TOPIC: ClassVar[str] = topics.DEDUCTIONS
+
     usage_id: str
     org_id: OrgId
     resource: Resource
@@ -124,6 +156,9 @@ class OrderLineData(_Data):
 
 
 class AgreementRecordedData(_Data):
+    TYPE: ClassVar[str] = "aimis.orders.agreement_recorded"
+    TOPIC: ClassVar[str] = topics.ORDERS
+
     org_id: OrgId
     agreement_ref: str
     signed_at: AwareDatetime
@@ -131,6 +166,9 @@ class AgreementRecordedData(_Data):
 
 
 class OrderPlacedData(_Data):
+    TYPE: ClassVar[str] = "aimis.orders.order_placed"
+    TOPIC: ClassVar[str] = topics.ORDERS
+
     order_id: str
     org_id: OrgId
     lines: list[OrderLineData]
@@ -140,6 +178,9 @@ class OrderPlacedData(_Data):
 
 
 class OrderPaidData(_Data):
+    TYPE: ClassVar[str] = "aimis.orders.order_paid"
+    TOPIC: ClassVar[str] = topics.ORDERS
+
     order_id: str
     org_id: OrgId
     lines: list[OrderLineData]
@@ -152,6 +193,9 @@ class OrderPaidData(_Data):
 
 
 class OrderCancelledData(_Data):
+    TYPE: ClassVar[str] = "aimis.orders.order_cancelled"
+    TOPIC: ClassVar[str] = topics.ORDERS
+
     order_id: str
     org_id: OrgId
     cancelled_at: AwareDatetime
@@ -161,6 +205,9 @@ class OrderCancelledData(_Data):
 
 
 class LotCreditedData(_Data):
+    TYPE: ClassVar[str] = "aimis.ledger.lot_credited"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     org_id: OrgId
     lot_id: str
     order_id: str
@@ -180,6 +227,9 @@ class Allocation(_Data):
 
 
 class UsageDeductedData(_Data):
+    TYPE: ClassVar[str] = "aimis.ledger.usage_deducted"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     org_id: OrgId
     usage_id: str
     resource: Resource
@@ -200,6 +250,9 @@ LedgerRejectionReason = Literal["INSUFFICIENT_BALANCE", "NO_OFFLINE_LICENCE"]
 
 
 class UsageRejectedLedgerData(_Data):
+    TYPE: ClassVar[str] = "aimis.ledger.usage_rejected"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     org_id: OrgId
     usage_id: str
     resource: Resource
@@ -216,6 +269,9 @@ class ArrearsOffsetItem(_Data):
 
 
 class ArrearsOffsetData(_Data):
+    TYPE: ClassVar[str] = "aimis.ledger.arrears_offset"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     org_id: OrgId
     lot_id: str
     resource: Resource
@@ -224,6 +280,9 @@ class ArrearsOffsetData(_Data):
 
 
 class LotExpiredData(_Data):
+    TYPE: ClassVar[str] = "aimis.ledger.lot_expired"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     org_id: OrgId
     lot_id: str
     resource: Resource
@@ -233,6 +292,9 @@ class LotExpiredData(_Data):
 
 
 class LicenceActivatedData(_Data):
+    TYPE: ClassVar[str] = "aimis.ledger.licence_activated"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     org_id: OrgId
     licence_id: str
     order_id: str
@@ -247,6 +309,9 @@ class LicenceActivatedData(_Data):
 
 
 class LicenceExpiredData(_Data):
+    TYPE: ClassVar[str] = "aimis.ledger.licence_expired"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     org_id: OrgId
     licence_id: str
     feature: str
@@ -254,6 +319,9 @@ class LicenceExpiredData(_Data):
 
 
 class ServiceGrantedData(_Data):
+    TYPE: ClassVar[str] = "aimis.ledger.service_granted"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     org_id: OrgId
     service_id: str
     order_id: str
@@ -268,24 +336,36 @@ class ServiceGrantedData(_Data):
 
 
 class ServiceAcceptedData(_Data):
+    TYPE: ClassVar[str] = "aimis.ledger.service_accepted"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     org_id: OrgId
     service_id: str
     accepted_at: AwareDatetime
 
 
 class ServiceExpiredData(_Data):
+    TYPE: ClassVar[str] = "aimis.ledger.service_expired"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     org_id: OrgId
     service_id: str
     expired_at: AwareDatetime
 
 
 class MaintenanceEndedData(_Data):
+    TYPE: ClassVar[str] = "aimis.ledger.maintenance_ended"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     org_id: OrgId
     service_id: str
     ended_at: AwareDatetime
 
 
 class OrderFulfilledData(_Data):
+    TYPE: ClassVar[str] = "aimis.ledger.order_fulfilled"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     org_id: OrgId
     order_id: str
     fulfilled_at: AwareDatetime
@@ -295,30 +375,45 @@ class OrderFulfilledData(_Data):
 
 
 class ExpireLotData(_Data):
+    TYPE: ClassVar[str] = "aimis.expiry.expire_lot"
+    TOPIC: ClassVar[str] = topics.EXPIRY_COMMANDS
+
     org_id: OrgId
     lot_id: str
     expires_at: AwareDatetime
 
 
 class EndLicenceData(_Data):
+    TYPE: ClassVar[str] = "aimis.expiry.end_licence"
+    TOPIC: ClassVar[str] = topics.EXPIRY_COMMANDS
+
     org_id: OrgId
     licence_id: str
     ends_at: AwareDatetime
 
 
 class ExpireServiceData(_Data):
+    TYPE: ClassVar[str] = "aimis.expiry.expire_service"
+    TOPIC: ClassVar[str] = topics.EXPIRY_COMMANDS
+
     org_id: OrgId
     service_id: str
     accept_by: AwareDatetime
 
 
 class EndMaintenanceData(_Data):
+    TYPE: ClassVar[str] = "aimis.expiry.end_maintenance"
+    TOPIC: ClassVar[str] = topics.EXPIRY_COMMANDS
+
     org_id: OrgId
     service_id: str
     ends_at: AwareDatetime
 
 
 class ExpiryUpcomingData(_Data):
+    TYPE: ClassVar[str] = "aimis.notifications.expiry_upcoming"
+    TOPIC: ClassVar[str] = topics.NOTIFICATIONS
+
     org_id: OrgId
     kind: Literal["lot", "licence", "service", "maintenance"]
     ref_id: str
@@ -327,12 +422,29 @@ class ExpiryUpcomingData(_Data):
     remaining: int | None = None
 
 
-# ---------------------------------------------------------------- entitlement DLQ
+# ---------------------------------------------------------------- dead letters (one topic per service)
 
-DeadLetterReason = Literal["MALFORMED", "UNKNOWN_TYPE", "SCHEMA_VIOLATION", "UNKNOWN_ORDER_LINE"]
+DeadLetterReason = Literal["MALFORMED", "UNKNOWN_TYPE", "SCHEMA_VIOLATION", "UNKNOWN_ORDER_LINE", "UNPROCESSABLE"]
+DEAD_LETTER_TYPES: dict[str, str] = {
+    "aimis.order.dead_letter": topics.ORDER_DLQ,
+    "aimis.metering.dead_letter": topics.METERING_DLQ,
+    "aimis.entitlement.dead_letter": topics.ENTITLEMENT_DLQ,
+    "aimis.expiry.dead_letter": topics.EXPIRY_DLQ,
+}
+
+
+def dead_letter_type(service: str) -> str:
+    """The dead-letter event type of a service (`aimis.<service>.dead_letter`)."""
+    t = f"aimis.{service}.dead_letter"
+    if t not in DEAD_LETTER_TYPES:
+        raise KeyError(f"no dead-letter topic for service {service!r}")
+    return t
 
 
 class DeadLetterData(_Data):
+    # One model for every service's dead-letter type (the type names the service).
+    TYPES: ClassVar[dict[str, str]] = DEAD_LETTER_TYPES
+
     reason: DeadLetterReason
     detail: str
     topic: str
@@ -344,34 +456,32 @@ class DeadLetterData(_Data):
 
 # ---------------------------------------------------------------- registry
 
-EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
-    USAGE_CLOUD_INSPECTION: (topics.USAGE, UsageData),
-    USAGE_AI_REVIEW: (topics.USAGE, UsageData),
-    "aimis.usage.rejected": (topics.USAGE_REJECTED, UsageRejectedData),
-    "aimis.orders.agreement_recorded": (topics.ORDERS, AgreementRecordedData),
-    "aimis.orders.order_placed": (topics.ORDERS, OrderPlacedData),
-    "aimis.orders.order_paid": (topics.ORDERS, OrderPaidData),
-    "aimis.orders.order_cancelled": (topics.ORDERS, OrderCancelledData),
-    "aimis.metering.deduction_requested": (topics.DEDUCTIONS, DeductionRequestedData),
-    "aimis.ledger.lot_credited": (topics.LEDGER, LotCreditedData),
-    "aimis.ledger.usage_deducted": (topics.LEDGER, UsageDeductedData),
-    "aimis.ledger.usage_rejected": (topics.LEDGER, UsageRejectedLedgerData),
-    "aimis.ledger.arrears_offset": (topics.LEDGER, ArrearsOffsetData),
-    "aimis.ledger.lot_expired": (topics.LEDGER, LotExpiredData),
-    "aimis.ledger.licence_activated": (topics.LEDGER, LicenceActivatedData),
-    "aimis.ledger.licence_expired": (topics.LEDGER, LicenceExpiredData),
-    "aimis.ledger.service_granted": (topics.LEDGER, ServiceGrantedData),
-    "aimis.ledger.service_accepted": (topics.LEDGER, ServiceAcceptedData),
-    "aimis.ledger.service_expired": (topics.LEDGER, ServiceExpiredData),
-    "aimis.ledger.maintenance_ended": (topics.LEDGER, MaintenanceEndedData),
-    "aimis.ledger.order_fulfilled": (topics.LEDGER, OrderFulfilledData),
-    "aimis.expiry.expire_lot": (topics.EXPIRY_COMMANDS, ExpireLotData),
-    "aimis.expiry.end_licence": (topics.EXPIRY_COMMANDS, EndLicenceData),
-    "aimis.expiry.expire_service": (topics.EXPIRY_COMMANDS, ExpireServiceData),
-    "aimis.expiry.end_maintenance": (topics.EXPIRY_COMMANDS, EndMaintenanceData),
-    "aimis.notifications.expiry_upcoming": (topics.NOTIFICATIONS, ExpiryUpcomingData),
-    "aimis.entitlement.dead_letter": (topics.ENTITLEMENT_DLQ, DeadLetterData),
+DATA_MODELS: tuple[type[EventData], ...] = (
+    UsageData, UsageRejectedData,
+    AgreementRecordedData, OrderPlacedData, OrderPaidData, OrderCancelledData,
+    DeductionRequestedData,
+    LotCreditedData, UsageDeductedData, UsageRejectedLedgerData, ArrearsOffsetData, LotExpiredData,
+    LicenceActivatedData, LicenceExpiredData, ServiceGrantedData, ServiceAcceptedData, ServiceExpiredData,
+    MaintenanceEndedData, OrderFulfilledData,
+    ExpireLotData, EndLicenceData, ExpireServiceData, EndMaintenanceData,
+    ExpiryUpcomingData,
+    DeadLetterData,
+)
+
+# type -> (topic, data model), derived from the models
+EVENT_TYPES: dict[str, tuple[str, type[EventData]]] = {
+    t: (topic, m) for m in DATA_MODELS for t, topic in m.event_types().items()
 }
+
+
+def models_on(topic: str) -> tuple[type[EventData], ...]:
+    """The data models of the event types on `topic`."""
+    return tuple(m for m in DATA_MODELS if topic in m.event_types().values())
+
+
+def types_of(*models: type[EventData]) -> frozenset[str]:
+    """Every event type whose data is one of `models`."""
+    return frozenset(t for m in models for t in m.event_types())
 
 
 def topic_of(event_type: str) -> str:
@@ -429,16 +539,21 @@ def _summary(e: Any) -> str:
 
 
 def new_event(
-    event_type: str,
     subject: str,
-    data: BaseModel,
+    data: EventData,
     source: str,
     *,
+    type: str | None = None,
     id: str | None = None,
     time: datetime | None = None,
 ) -> CloudEvent[Any]:
-    if event_type not in EVENT_TYPES:
-        raise KeyError(f"unknown event type {event_type!r}")
+    """An outgoing event; its type is the data model's `TYPE` (name it only for a shared model)."""
+    types = data.event_types()
+    event_type = type or data.TYPE
+    if not event_type:
+        raise ValueError(f"{data.__class__.__name__} is shared by {sorted(types)}: name the type")
+    if event_type not in types:
+        raise KeyError(f"{event_type!r} is not an event type of {data.__class__.__name__}")
     return CloudEvent[Any](
         specversion=SPECVERSION,
         id=id or str(uuid.uuid4()),

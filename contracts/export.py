@@ -29,7 +29,10 @@ TOPIC_DOCS = {
     topics.LEDGER: "Every balance change, from the entitlement service (analytics feed).",
     topics.EXPIRY_COMMANDS: "Deadlines fallen due, from the expiry service to entitlement.",
     topics.NOTIFICATIONS: "Reminders ahead of deadlines.",
+    topics.ORDER_DLQ: "What the order service could not process, with the reason.",
+    topics.METERING_DLQ: "What metering could not process from topics other than usage, with the reason.",
     topics.ENTITLEMENT_DLQ: "What the entitlement service could not process, with the reason.",
+    topics.EXPIRY_DLQ: "What the expiry service could not process, with the reason.",
 }
 
 

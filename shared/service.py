@@ -12,12 +12,12 @@ from typing import Any
 
 import asyncpg
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel
 
-from contracts.events import CloudEvent, new_event
+from contracts.events import CloudEvent, EventData, new_event
 from shared import auth, db, errors, http_limits, kafka, migrate, observability, outbox
 from shared.clock import Clock
 from shared.config import Settings, get_settings
+from shared.consumer import Consumer, Subscription
 from shared.outbox import Relay
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class Runtime:
         # The Kafka principal (SPEC 10): AIMIS_KAFKA_USERNAME, else the service's name.
         self.kafka_options = self.settings.kafka_options(principal or self.group_id.removeprefix("aimis-"))
         self.broker = kafka.make_broker(self.settings.kafka_bootstrap, f"aimis-{name}", self.kafka_options)
-        self.pool: asyncpg.Pool | None = None
+        self._pool: asyncpg.Pool | None = None
         self.relay: Relay | None = None
         self.publisher = kafka.ProducerPublisher(
             self.settings.kafka_bootstrap, f"aimis-{name}-relay", self.kafka_options
@@ -57,7 +57,19 @@ class Runtime:
         self.on_stop: list[Hook] = []
         self._tasks: list[asyncio.Task[Any]] = []
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The database pool. It is opened first in `start()`, before the broker, the consumers,
+        the relay and the HTTP routes run; nothing uses it earlier."""
+        if self._pool is None:
+            raise RuntimeError(f"{self.name}: the runtime is not started (no database pool yet)")
+        return self._pool
+
     # -- wiring -------------------------------------------------------------
+    def subscribe(self, sub: Subscription) -> None:
+        """Consume `sub.topic` with the one consumer shape (shared/consumer.py)."""
+        self.consume(sub.topic, Consumer(self, sub), retry_backoff_s=0.0)  # the consumer backs off itself
+
     def consume(self, topic: str, handler: kafka.BatchHandler, **kw: Any) -> None:
         kafka.batch_consumer(
             self.broker, topic, self.group_id, handler, service=self.name,
@@ -65,8 +77,12 @@ class Runtime:
             batch_timeout_ms=self.settings.batch_timeout_ms, **kw,
         )
 
-    def event(self, event_type: str, subject: str, data: BaseModel, **kw: Any) -> CloudEvent[Any]:
-        return new_event(event_type, subject, data, self.source, time=self.clock.now(), **kw)
+    def event(
+        self, subject: str, data: EventData, *, type: str | None = None, id: str | None = None
+    ) -> CloudEvent[Any]:
+        """An event of this service now; its type comes from the data model (`type` only for a
+        model several types share, such as DeadLetterData)."""
+        return new_event(subject, data, self.source, type=type, id=id, time=self.clock.now())
 
     def background(self, coro_fn: Callable[[], Awaitable[None]], name: str) -> None:
         """Run `coro_fn` as a task between start and stop (sweepers and the like)."""
@@ -79,14 +95,24 @@ class Runtime:
         self._tasks.append(asyncio.create_task(run(), name=name))
 
     # -- lifecycle ----------------------------------------------------------
-    async def start(self) -> None:
-        s = self.settings
-        auth.check_secrets(s)  # SPEC 7.4: no start with a weak or the development secret
-        self.pool = await db.create_pool(s.database_url, self.schema, max_size=10)
-        async with self.pool.acquire() as conn:
+    async def open_database(self) -> None:
+        """Open the pool and migrate the schema: the first step of `start()` (and all the
+        component tests need)."""
+        self._pool = await db.create_pool(self.settings.database_url, self.schema, max_size=10)
+        async with self._pool.acquire() as conn:
             ran = await migrate.migrate(conn, self.schema, self.migrations)
         if ran:
             log.info("%s: applied migrations %s", self.name, ran)
+
+    async def close_database(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def start(self) -> None:
+        s = self.settings
+        auth.check_secrets(s)  # SPEC 7.4: no start with a weak or the development secret
+        await self.open_database()
         if s.kafka_security == "none":  # with security on, the operator provisions the topics
             await kafka.ensure_topics(
                 s.kafka_bootstrap, s.topic_partitions, replication=s.kafka_replication,
@@ -116,15 +142,13 @@ class Runtime:
             await self.relay.stop()
         await self.publisher.stop()
         await self.broker.stop()
-        if self.pool:
-            await self.pool.close()
+        await self.close_database()
         log.info("%s stopped", self.name)
 
     async def _housekeeping(self, every_s: float = 3600.0, keep_s: int = 86_400) -> None:
         """Delete outbox rows published more than `keep_s` ago, every `every_s`."""
         while True:
             try:
-                assert self.pool is not None
                 async with self.pool.acquire() as conn:
                     purged = await outbox.purge_sent(conn, keep_s)
                 if purged:
@@ -142,7 +166,7 @@ class Runtime:
             return False
 
     async def db_ready(self) -> bool:
-        return self.pool is not None and await db.ping(self.pool)
+        return self._pool is not None and await db.ping(self._pool)
 
     # -- HTTP ---------------------------------------------------------------
     def http_app(self, *routers: APIRouter, title: str, description: str = "") -> FastAPI:

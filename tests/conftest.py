@@ -13,13 +13,13 @@ from tests.support.infra import Infra, infra
 from tests.support.services import SECRET
 from tests.support.stack import stack  # noqa: F401  (the one session stack: e2e and browser tests)
 
-_STAGE = {"unit": 0, "component": 0, "integration": 1, "adversarial": 1, "e2e": 2, "browser": 3, "cluster": 4}
+_STAGE = {"unit": 0, "component": 1, "integration": 2, "adversarial": 2, "e2e": 3, "browser": 4, "cluster": 5}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Unit, then integration, then e2e. The e2e stack (session-scoped subprocesses using the
+    """Unit, then component (PostgreSQL only), then integration, then e2e. The e2e stack (session-scoped subprocesses using the
     production consumer groups) must not run while integration tests consume the same topics."""
-    items.sort(key=lambda i: _STAGE.get(i.path.parent.name, 1))
+    items.sort(key=lambda i: _STAGE.get(i.path.parent.name, 2))
 
 
 def _terminate_as_interrupt(signum: int, frame: object) -> None:

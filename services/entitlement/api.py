@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -23,6 +24,7 @@ from contracts.http import (
     ServiceView,
 )
 from services.entitlement import domain, store
+from services.entitlement.domain import Counters, Lot
 from shared import outbox
 from shared.auth import AccountReader, EntitlementReader, OrgActor
 from shared.errors import ApiError
@@ -41,37 +43,16 @@ def _snapshot(conn: Any) -> Any:
     return conn.transaction(isolation="repeatable_read", readonly=True)
 
 
-def _lot_status(r: Any, now: Any) -> str:
-    if r["status"] == "expired" or now >= r["expires_at"]:
-        return "expired"
-    return "depleted" if r["remaining"] == 0 else "active"
-
-
-def _available(lots: list[Any], now: Any) -> int:
-    """What may be drawn now: the remaining of active lots valid at this moment."""
-    return sum(r["remaining"] for r in lots if r["status"] == "active" and r["credited_at"] <= now < r["expires_at"])
-
-
-def _unforfeited(lots: list[Any]) -> int:
-    """The balance's `available`: the remaining of every lot not yet forfeited. A lot past its expiry
-    keeps its remainder here until the expire_lot command forfeits it (at most the late-usage
-    grace later), so purchased = available + drawn + forfeited holds at every moment (SPEC 4)."""
-    return sum(r["remaining"] for r in lots if r["status"] == "active")
-
-
-def _resource_balance(resource: str, bal: Any, lots: list[Any], now: Any) -> ResourceBalance:
+def _resource_balance(counters: Counters | None, lots: list[Lot], now: datetime) -> ResourceBalance:
     views = [
-        LotView(lot_id=r["lot_id"], order_id=r["order_id"], sku=r["sku"], quantity=r["quantity"],
-                remaining=r["remaining"], storage_years=r["storage_years"], credited_at=r["credited_at"],
-                expires_at=r["expires_at"], status=_lot_status(r, now))
-        for r in lots
+        LotView(lot_id=lot.lot_id, order_id=lot.order_id, sku=lot.sku, quantity=lot.quantity,
+                remaining=lot.remaining, storage_years=lot.storage_years, credited_at=lot.credited_at,
+                expires_at=lot.expires_at, status=domain.lot_status(lot, now))
+        for lot in lots
     ]
-    available = _unforfeited(lots)
-    g = (lambda c: int(bal[c])) if bal is not None else (lambda c: 0)
-    return ResourceBalance(
-        purchased=g("purchased"), available=available, used=g("drawn_by_usage") + g("arrears_recorded"),
-        arrears=g("arrears_recorded") - g("arrears_offset"), forfeited=g("forfeited"), lots=views,
-    )
+    b = domain.balance(counters, lots)
+    return ResourceBalance(purchased=b.purchased, available=b.available, used=b.used, arrears=b.arrears,
+                           forfeited=b.forfeited, lots=views)
 
 
 @router.get("/balances", response_model=BalancesResponse)
@@ -79,12 +60,12 @@ async def balances(org_id: OrgPath, caller: AccountReader, request: Request) -> 
     rt = _rt(request)
     now = rt.clock.now()
     async with rt.pool.acquire() as conn, _snapshot(conn):
-        bals = await store.balance_rows(conn, org_id)
+        counters = await store.balance_counters(conn, org_id)
         lots = await store.lots_of(conn, org_id)
         perpetual = await store.has_perpetual(conn, org_id)
     resources: dict[Resource, ResourceBalance] = {}
     for res in domain.RESOURCES:
-        rb = _resource_balance(res, bals.get(res), [r for r in lots if r["resource"] == res], now)
+        rb = _resource_balance(counters.get(res), [lot for lot in lots if lot.resource == res], now)
         if res == domain.AI:
             rb.offline_licence = perpetual
         resources[res] = rb  # type: ignore[index]
@@ -103,9 +84,9 @@ async def ledger(
         rows = await store.ledger_page(conn, org_id, resource, int(after or 0), limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    entries = [LedgerEntry(id=r["event_id"], type=r["type"], time=r["time"], resource=r["resource"],
-                           data=r["data"]) for r in rows]
-    return LedgerPage(entries=entries, next=str(rows[-1]["seq"]) if more else None)
+    entries = [LedgerEntry(id=r.event_id, type=r.type, time=r.time, resource=r.resource, data=r.data)
+               for r in rows]
+    return LedgerPage(entries=entries, next=str(rows[-1].seq) if more else None)
 
 
 async def _licences(request: Request, org_id: str) -> tuple[dict[str, domain.Licence], Any]:
@@ -134,12 +115,11 @@ async def feature(org_id: OrgPath, feature: str, caller: EntitlementReader, requ
     return FeatureResponse(feature=feature, enabled=s.enabled, until=s.until)
 
 
-def _service_view(r: Any, now: Any) -> ServiceView:
+def _service_view(s: domain.Service, now: datetime) -> ServiceView:
     return ServiceView(
-        service_id=r["service_id"], order_id=r["order_id"], sku=r["sku"], mode=r["mode"], quantity=r["quantity"],
-        status=domain.service_status(r["sku"], r["status"], r["accept_by"], r["ends_at"], now),
-        purchased_at=r["purchased_at"], accept_by=r["accept_by"], ends_at=r["ends_at"],
-        accepted_at=r["accepted_at"],
+        service_id=s.service_id, order_id=s.order_id, sku=s.sku, mode=s.mode, quantity=s.quantity,
+        status=domain.service_status(s.sku, s.status, s.accept_by, s.ends_at, now),
+        purchased_at=s.purchased_at, accept_by=s.accept_by, ends_at=s.ends_at, accepted_at=s.accepted_at,
     )
 
 
@@ -158,22 +138,22 @@ async def accept_service(org_id: OrgPath, service_id: str, caller: OrgActor, req
     rt = _rt(request)
     now = rt.clock.now()
     async with rt.pool.acquire() as conn, conn.transaction():
-        row = await store.service_for_update(conn, service_id)
-        if row is None or row["org_id"] != org_id:
+        svc = await store.service_for_update(conn, service_id)
+        if svc is None or svc.org_id != org_id:
             raise ApiError(ErrorCode.NOT_FOUND, f"no service {service_id!r} for org {org_id!r}")
-        if row["status"] == "accepted":
-            return _service_view(row, now)
-        if not domain.acceptable(row["sku"], row["status"], row["accept_by"], now):
+        if svc.status == "accepted":
+            return _service_view(svc, now)
+        if not domain.acceptable(svc.sku, svc.status, svc.accept_by, now):
             raise ApiError(ErrorCode.SERVICE_NOT_ACCEPTABLE,
-                           f"service {service_id!r} is {_service_view(row, now).status}; only a one-time "
+                           f"service {service_id!r} is {_service_view(svc, now).status}; only a one-time "
                            "service awaiting acceptance before its deadline can be accepted")
         await store.set_service_status(conn, service_id, "accepted", now)
-        event = rt.event("aimis.ledger.service_accepted", org_id,
-                         ev.ServiceAcceptedData(org_id=org_id, service_id=service_id, accepted_at=now))
+        event = rt.event(org_id, ev.ServiceAcceptedData(org_id=org_id, service_id=service_id, accepted_at=now))
         await store.append_ledger(conn, [event])
         await outbox.add(conn, [event])
-        row = await store.service_for_update(conn, service_id)
-    return _service_view(row, now)
+        svc = await store.service_for_update(conn, service_id)
+    assert svc is not None  # locked above, in this transaction
+    return _service_view(svc, now)
 
 
 @router.get("/ai-review/allowance", response_model=AllowanceResponse)
@@ -182,7 +162,7 @@ async def allowance(org_id: OrgPath, caller: EntitlementReader, request: Request
     rt = _rt(request)
     now = rt.clock.now()
     async with rt.pool.acquire() as conn, _snapshot(conn):
-        lots = [r for r in await store.lots_of(conn, org_id) if r["resource"] == domain.AI]
+        lots = [lot for lot in await store.lots_of(conn, org_id) if lot.resource == domain.AI]
         perpetual = await store.has_perpetual(conn, org_id)
-    remaining = _available(lots, now)
+    remaining = domain.available_now(lots, now)
     return AllowanceResponse(allowed=remaining > 0, remaining=remaining, offline_licence=perpetual)

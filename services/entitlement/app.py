@@ -7,9 +7,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from contracts import topics
-from services.entitlement import api, top_balances
-from services.entitlement.handlers import Handlers
+from services.entitlement import api, handlers, top_balances
 from shared.clock import Clock
 from shared.config import Settings
 from shared.service import Runtime
@@ -23,10 +21,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, *,
     (tests run isolated groups against a shared broker)."""
     rt = Runtime("entitlement", MIGRATIONS, settings=settings, clock=clock,
                  group_id=group_id or os.environ.get("AIMIS_ENTITLEMENT_GROUP_ID") or None)
-    h = Handlers(rt)
-    rt.consume(topics.ORDERS, h.orders)
-    rt.consume(topics.DEDUCTIONS, h.deductions)
-    rt.consume(topics.EXPIRY_COMMANDS, h.commands)
+    for sub in handlers.subscriptions(rt):
+        rt.subscribe(sub)
     rt.background(lambda: top_balances.watch(lambda: rt.pool), "entitlement-top-balances")
     return rt.http_app(api.router, title="AIMIS entitlement",
                        description="Balances, lots, ledger, licences, services and AI allowance")

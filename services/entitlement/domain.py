@@ -53,6 +53,11 @@ class Lot:
     expires_at: datetime
     expired: bool = False
     forfeited: int = 0
+    # where it came from (set when read from the store; not needed by the allocation rules)
+    org_id: str = ""
+    resource: str = ""
+    order_id: str = ""
+    sku: str = ""
 
     def order_key(self) -> tuple[datetime, datetime, str]:
         """Expiring first, then credited first, then the smaller lot_id."""
@@ -339,7 +344,94 @@ def feature_state(licences: dict[str, Licence], feature: str, now: datetime) -> 
     return FeatureState(True, min(ends) if ends else None)
 
 
+def perpetual_licence(current: Licence | None, paid_at: datetime) -> tuple[Licence, datetime, None]:
+    """AI-PERPETUAL: no end; a repeat purchase keeps the earliest start. Returns the licence and
+    the new period (paid_at, no end)."""
+    starts = min(current.starts_at, paid_at) if current is not None else paid_at
+    return Licence(starts, None), paid_at, None
+
+
+@dataclass(frozen=True)
+class StoredLicence:
+    """A licence as stored: one per org and feature."""
+
+    licence_id: str
+    org_id: str
+    feature: str
+    licence: Licence
+    active: bool  # False once ended by an end_licence command
+
+
+def licence_end(lic: StoredLicence | None, org_id: str, commanded_end: datetime, now: datetime) -> datetime | None:
+    """When an end_licence command takes effect: the licence's end, if it is this org's active,
+    time-limited licence, its end has passed, and it was not renewed past the commanded end."""
+    if lic is None or lic.org_id != org_id or not lic.active:
+        return None
+    ends_at = lic.licence.ends_at
+    if ends_at is None or ends_at > now or ends_at > commanded_end:
+        return None
+    return ends_at
+
+
 # ---------------------------------------------------------------- services
+
+
+@dataclass(frozen=True)
+class Service:
+    service_id: str
+    org_id: str
+    order_id: str
+    line: int
+    sku: str
+    mode: str | None
+    quantity: int | None
+    years: int | None
+    purchased_at: datetime
+    accept_by: datetime | None
+    ends_at: datetime | None
+    status: str
+    accepted_at: datetime | None = None
+    closed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ServiceTerms:
+    accept_by: datetime | None
+    ends_at: datetime | None
+    status: str
+
+
+def service_terms(sku: str, paid_at: datetime, years: int | None) -> ServiceTerms:
+    """A one-time service awaits acceptance for one year from payment; maintenance runs `years`
+    from payment and ends by itself (SPEC 2.5)."""
+    if sku == MAINTENANCE:
+        return ServiceTerms(None, add_years(paid_at, int(years or 0)), "active")
+    return ServiceTerms(add_years(paid_at, 1), None, "awaiting_acceptance")
+
+
+def service_expiry(svc: Service | None, org_id: str, now: datetime) -> datetime | None:
+    """When an expire_service command takes effect: the acceptance deadline, if this org's
+    one-time service still awaits acceptance and the deadline has passed."""
+    if (svc is None or svc.org_id != org_id or svc.sku not in ONE_TIME_SERVICES
+            or svc.status != "awaiting_acceptance" or svc.accept_by is None or svc.accept_by > now):
+        return None
+    return svc.accept_by
+
+
+def maintenance_end(svc: Service | None, org_id: str, now: datetime) -> datetime | None:
+    """When an end_maintenance command takes effect: the subscription's end, once passed."""
+    if (svc is None or svc.org_id != org_id or svc.sku != MAINTENANCE or svc.status != "active"
+            or svc.ends_at is None or svc.ends_at > now):
+        return None
+    return svc.ends_at
+
+
+def lot_expiry(lot: Lot | None, org_id: str, now: datetime, grace: timedelta) -> int | None:
+    """When an expire_lot command takes effect: what this org's lot forfeits, once its expiry plus
+    the late-usage grace has passed (None: early, already expired, or not this org's lot)."""
+    if lot is None or lot.org_id != org_id:
+        return None
+    return expire(Book(lot.resource, {lot.lot_id: lot}), lot.lot_id, now, grace)
 
 
 def service_status(sku: str, status: str, accept_by: datetime | None, ends_at: datetime | None,
@@ -354,6 +446,56 @@ def service_status(sku: str, status: str, accept_by: datetime | None, ends_at: d
 
 def acceptable(sku: str, status: str, accept_by: datetime | None, now: datetime) -> bool:
     return sku in ONE_TIME_SERVICES and service_status(sku, status, accept_by, None, now) == "awaiting_acceptance"
+
+
+# ---------------------------------------------------------------- the balance view
+
+
+LotStatus = Literal["active", "depleted", "expired"]
+
+
+def lot_status(lot: Lot, now: datetime) -> LotStatus:
+    """`expired` from its expiry on (even before the command forfeits it), `depleted`, `active`."""
+    if lot.expired or now >= lot.expires_at:
+        return "expired"
+    return "depleted" if lot.remaining == 0 else "active"
+
+
+def available_now(lots: list[Lot], now: datetime) -> int:
+    """What may be drawn now: the remaining of unexpired lots valid at this moment."""
+    return sum(lot.remaining for lot in lots if not lot.expired and lot.credited_at <= now < lot.expires_at)
+
+
+@dataclass(frozen=True)
+class BalanceFigures:
+    purchased: int
+    available: int
+    used: int
+    arrears: int
+    forfeited: int
+
+
+def balance(counters: Counters | None, lots: list[Lot]) -> BalanceFigures:
+    """The account view of one resource. `available` is the remaining of every lot not yet
+    forfeited: a lot past its expiry keeps its remainder here until the expire_lot command forfeits
+    it (at most the late-usage grace later), so purchased = available + drawn + forfeited holds at
+    every moment (SPEC 4)."""
+    c = counters or Counters()
+    return BalanceFigures(
+        purchased=c.purchased, available=sum(lot.remaining for lot in lots if not lot.expired),
+        used=c.drawn_by_usage + c.arrears_recorded, arrears=c.arrears_recorded - c.arrears_offset,
+        forfeited=c.forfeited,
+    )
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    seq: int
+    event_id: str
+    type: str
+    time: datetime
+    resource: str | None
+    data: dict[str, object]
 
 
 # ---------------------------------------------------------------- an account (for the properties)

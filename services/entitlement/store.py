@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,16 @@ import asyncpg
 
 from contracts.events import CloudEvent
 from services.entitlement import domain
-from services.entitlement.domain import Arrear, Book, Counters, Licence, Lot
+from services.entitlement.domain import (
+    Arrear,
+    Book,
+    Counters,
+    LedgerRow,
+    Licence,
+    Lot,
+    Service,
+    StoredLicence,
+)
 
 Key = tuple[str, str]  # (org_id, resource)
 
@@ -60,7 +70,8 @@ async def add_counters(conn: asyncpg.Connection, deltas: dict[Key, Counters]) ->
 
 def _lot(r: asyncpg.Record) -> Lot:
     return Lot(r["lot_id"], r["quantity"], r["remaining"], r["storage_years"], r["credited_at"],
-               r["expires_at"], r["status"] == "expired", r["forfeited"])
+               r["expires_at"], r["status"] == "expired", r["forfeited"],
+               org_id=r["org_id"], resource=r["resource"], order_id=r["order_id"], sku=r["sku"])
 
 
 async def drawable_lots(conn: asyncpg.Connection, keys: Iterable[Key], now: datetime,
@@ -106,8 +117,9 @@ async def lot_keys(conn: asyncpg.Connection, lot_ids: Sequence[str]) -> dict[str
     return {r["lot_id"]: (r["org_id"], r["resource"]) for r in rows}
 
 
-async def lot_for_expiry(conn: asyncpg.Connection, lot_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM lots WHERE lot_id = $1", lot_id)
+async def lot_for_expiry(conn: asyncpg.Connection, lot_id: str) -> Lot | None:
+    r = await conn.fetchrow("SELECT * FROM lots WHERE lot_id = $1", lot_id)
+    return _lot(r) if r is not None else None
 
 
 async def mark_expired(conn: asyncpg.Connection, lot_id: str, forfeited: int, at: datetime) -> None:
@@ -129,7 +141,7 @@ async def insert_arrears(conn: asyncpg.Connection, rows: Sequence[tuple[str, str
         """INSERT INTO arrears (usage_id, org_id, resource, occurred_at, quantity, outstanding)
            SELECT u, o, r, t, q, q FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
                                               $5::int[]) AS v(u, o, r, t, q)""",
-        *[list(col) for col in zip(*rows)],
+        *[list(col) for col in zip(*rows, strict=True)],
     )
 
 
@@ -142,13 +154,15 @@ async def open_arrears(conn: asyncpg.Connection, org_id: str, resource: str) -> 
     return [Arrear(r["usage_id"], r["occurred_at"], r["outstanding"]) for r in rows]
 
 
-async def save_outstanding(conn: asyncpg.Connection, changes: Sequence[tuple[str, int]]) -> None:
+async def save_outstanding(conn: asyncpg.Connection, org_id: str, changes: Sequence[tuple[str, int]]) -> None:
+    """changes: (usage_id, outstanding) of `org_id`'s arrears (usage ids are unique per org)."""
     if not changes:
         return
     await conn.execute(
         """UPDATE arrears a SET outstanding = v.outstanding
-           FROM unnest($1::text[], $2::int[]) AS v(usage_id, outstanding) WHERE a.usage_id = v.usage_id""",
-        [c[0] for c in changes], [c[1] for c in changes],
+           FROM unnest($2::text[], $3::int[]) AS v(usage_id, outstanding)
+           WHERE a.org_id = $1 AND a.usage_id = v.usage_id""",
+        org_id, [c[0] for c in changes], [c[1] for c in changes],
     )
 
 
@@ -163,8 +177,14 @@ async def orgs_with_perpetual(conn: asyncpg.Connection, orgs: Sequence[str]) -> 
     return {r["org_id"] for r in rows}
 
 
-async def licence_for_update(conn: asyncpg.Connection, licence_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM licences WHERE licence_id = $1 FOR UPDATE", licence_id)
+def _licence(r: asyncpg.Record) -> StoredLicence:
+    return StoredLicence(r["licence_id"], r["org_id"], r["feature"], Licence(r["starts_at"], r["ends_at"]),
+                         r["status"] == "active")
+
+
+async def licence_for_update(conn: asyncpg.Connection, licence_id: str) -> StoredLicence | None:
+    r = await conn.fetchrow("SELECT * FROM licences WHERE licence_id = $1 FOR UPDATE", licence_id)
+    return _licence(r) if r is not None else None
 
 
 async def upsert_licence(conn: asyncpg.Connection, licence_id: str, org_id: str, feature: str,
@@ -207,8 +227,16 @@ async def insert_service(conn: asyncpg.Connection, **cols: Any) -> None:
     )
 
 
-async def service_for_update(conn: asyncpg.Connection, service_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM services WHERE service_id = $1 FOR UPDATE", service_id)
+_SERVICE_COLUMNS = tuple(f.name for f in fields(Service))
+
+
+def _service(r: asyncpg.Record) -> Service:
+    return Service(**{c: r[c] for c in _SERVICE_COLUMNS})
+
+
+async def service_for_update(conn: asyncpg.Connection, service_id: str) -> Service | None:
+    r = await conn.fetchrow("SELECT * FROM services WHERE service_id = $1 FOR UPDATE", service_id)
+    return _service(r) if r is not None else None
 
 
 async def set_service_status(conn: asyncpg.Connection, service_id: str, status: str, at: datetime) -> None:
@@ -216,8 +244,9 @@ async def set_service_status(conn: asyncpg.Connection, service_id: str, status: 
     await conn.execute(f"UPDATE services SET status = $2, {col} = $3 WHERE service_id = $1", service_id, status, at)
 
 
-async def services_of(conn: asyncpg.Connection, org_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM services WHERE org_id = $1 ORDER BY purchased_at, service_id", org_id)
+async def services_of(conn: asyncpg.Connection, org_id: str) -> list[Service]:
+    rows = await conn.fetch("SELECT * FROM services WHERE org_id = $1 ORDER BY purchased_at, service_id", org_id)
+    return [_service(r) for r in rows]
 
 
 # ---------------------------------------------------------------- orders
@@ -248,29 +277,31 @@ async def append_ledger(conn: asyncpg.Connection, events: Sequence[CloudEvent[An
 
 
 async def ledger_page(conn: asyncpg.Connection, org_id: str, resource: str | None, after: int,
-                      limit: int) -> list[asyncpg.Record]:
-    if resource is None:
-        return await conn.fetch(
-            "SELECT * FROM ledger WHERE org_id = $1 AND seq > $2 ORDER BY seq LIMIT $3", org_id, after, limit
-        )
-    return await conn.fetch(
-        "SELECT * FROM ledger WHERE org_id = $1 AND resource = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+                      limit: int) -> list[LedgerRow]:
+    rows = await conn.fetch(
+        """SELECT seq, event_id, type, time, resource, data FROM ledger
+           WHERE org_id = $1 AND ($2::text IS NULL OR resource = $2) AND seq > $3 ORDER BY seq LIMIT $4""",
         org_id, resource, after, limit,
     )
+    return [LedgerRow(**dict(r)) for r in rows]
 
 
 # ---------------------------------------------------------------- reads
 
 
-async def balance_rows(conn: asyncpg.Connection, org_id: str) -> dict[str, asyncpg.Record]:
+_COUNTERS = tuple(f.name for f in fields(Counters))
+
+
+async def balance_counters(conn: asyncpg.Connection, org_id: str) -> dict[str, Counters]:
     rows = await conn.fetch("SELECT * FROM balances WHERE org_id = $1", org_id)
-    return {r["resource"]: r for r in rows}
+    return {r["resource"]: Counters(**{c: int(r[c]) for c in _COUNTERS}) for r in rows}
 
 
-async def lots_of(conn: asyncpg.Connection, org_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
+async def lots_of(conn: asyncpg.Connection, org_id: str) -> list[Lot]:
+    rows = await conn.fetch(
         "SELECT * FROM lots WHERE org_id = $1 ORDER BY resource, expires_at, credited_at, lot_id", org_id
     )
+    return [_lot(r) for r in rows]
 
 
 async def has_perpetual(conn: asyncpg.Connection, org_id: str) -> bool:

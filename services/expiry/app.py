@@ -6,7 +6,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from contracts import topics
 from services.expiry import api, handlers
 from shared.clock import Clock
 from shared.config import Settings
@@ -18,7 +17,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 def create_app(settings: Settings | None = None, clock: Clock | None = None, *, group_id: str | None = None) -> FastAPI:
     """`group_id` overrides the consumer group `aimis-expiry` (tests isolate themselves with it)."""
     rt = Runtime("expiry", MIGRATIONS, settings=settings, clock=clock, group_id=group_id)
-    rt.consume(topics.LEDGER, handlers.ledger_handler(rt))
+    rt.subscribe(handlers.ledger(rt))
     rt.background(handlers.sweeper(rt), "expiry-sweeper")
     return rt.http_app(
         api.router,

@@ -11,28 +11,32 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Literal
 
 from contracts.events import (
+    ArrearsOffsetData,
     EndLicenceData,
     EndMaintenanceData,
+    EventData,
     ExpireLotData,
     ExpireServiceData,
     ExpiryUpcomingData,
+    LicenceActivatedData,
+    LicenceExpiredData,
+    LotCreditedData,
+    LotExpiredData,
+    MaintenanceEndedData,
+    ServiceAcceptedData,
+    ServiceExpiredData,
+    ServiceGrantedData,
+    UsageDeductedData,
 )
 
 Kind = Literal["lot", "licence", "service", "maintenance"]
 Key = tuple[str, str]  # (kind, ref_id)
 Status = Literal["scheduled", "depleted", "commanded"]
 
-LEDGER = "aimis.ledger."
-COMMAND_TYPES: dict[str, str] = {
-    "lot": "aimis.expiry.expire_lot",
-    "licence": "aimis.expiry.end_licence",
-    "service": "aimis.expiry.expire_service",
-    "maintenance": "aimis.expiry.end_maintenance",
-}
-REMINDER_TYPE = "aimis.notifications.expiry_upcoming"
+Command = ExpireLotData | EndLicenceData | ExpireServiceData | EndMaintenanceData
 _IDS = uuid.UUID("5b0c1f43-9a57-4bd6-9a1e-2f6a3c1d7e10")  # namespace of our deterministic event ids
 
 # A commanded item whose terminal ledger event has not arrived is commanded again after this
@@ -85,31 +89,30 @@ class Item:
 # ---------------------------------------------------------------- schedule from the ledger
 
 
-def refs(event_type: str, data: Any) -> list[Key]:
+def refs(data: EventData) -> list[Key]:
     """The items a ledger event may touch (so the handler can load them in one query)."""
-    kind = event_type.removeprefix(LEDGER)
-    if kind in ("lot_credited", "arrears_offset", "lot_expired"):
-        return [("lot", data.lot_id)]
-    if kind == "usage_deducted":
-        return [("lot", a.lot_id) for a in data.allocations]
-    if kind in ("licence_activated", "licence_expired"):
-        return [("licence", data.licence_id)]
-    if kind == "service_granted":
-        return [("service", data.service_id), ("maintenance", data.service_id)]
-    if kind in ("service_accepted", "service_expired"):
-        return [("service", data.service_id)]
-    if kind == "maintenance_ended":
-        return [("maintenance", data.service_id)]
+    match data:
+        case LotCreditedData() | ArrearsOffsetData() | LotExpiredData():
+            return [("lot", data.lot_id)]
+        case UsageDeductedData():
+            return [("lot", a.lot_id) for a in data.allocations]
+        case LicenceActivatedData() | LicenceExpiredData():
+            return [("licence", data.licence_id)]
+        case ServiceGrantedData():
+            return [("service", data.service_id), ("maintenance", data.service_id)]
+        case ServiceAcceptedData() | ServiceExpiredData():
+            return [("service", data.service_id)]
+        case MaintenanceEndedData():
+            return [("maintenance", data.service_id)]
     return []
 
 
-def apply(items: dict[Key, Item], event_type: str, data: Any, now: datetime, grace: timedelta) -> list[str]:
-    """Fold one ledger event into `items` (mutated; changed items get `changed=True`).
+def apply(items: dict[Key, Item], data: EventData, now: datetime, grace: timedelta) -> list[str]:
+    """Fold one ledger event (its data) into `items` (mutated; changed items get `changed=True`).
 
     Returns notes for the log and metrics ("unknown_lot", "stale_licence", ...); never raises for
     an event that merely does not fit what we know.
     """
-    kind = event_type.removeprefix(LEDGER)
     notes: list[str] = []
 
     def _lot(lot_id: str) -> Item | None:
@@ -118,44 +121,45 @@ def apply(items: dict[Key, Item], event_type: str, data: Any, now: datetime, gra
             notes.append("unknown_lot")
         return item
 
-    if kind == "lot_credited":
-        key = ("lot", data.lot_id)
-        if key in items:
-            notes.append("duplicate_lot")
-        else:
-            items[key] = Item(
-                "lot", data.lot_id, data.org_id, data.expires_at, data.expires_at + grace,
-                quantity=data.quantity, remaining=data.quantity, changed=True,
-            )
-    elif kind == "usage_deducted":
-        for a in data.allocations:
-            if (item := _lot(a.lot_id)) is not None:
-                _draw(item, a.quantity, notes)
-    elif kind == "arrears_offset":
-        if (item := _lot(data.lot_id)) is not None:
-            _draw(item, data.quantity, notes)
-    elif kind == "lot_expired":
-        _close(items, ("lot", data.lot_id), data.org_id, data.expires_at, data.expires_at + grace, now, notes)
-    elif kind == "licence_activated":
-        if data.ends_at is not None:  # perpetual (ai_perpetual): no deadline
-            _licence_period(items, data.licence_id, data.org_id, data.ends_at, notes)
-    elif kind == "licence_expired":
-        item = items.get(("licence", data.licence_id))
-        if item is not None and item.is_open and data.ended_at < item.expires_at:
-            notes.append("stale_licence_expired")  # ended before a renewal we already know of
-        else:
-            _close(items, ("licence", data.licence_id), data.org_id, data.ended_at, data.ended_at, now, notes)
-    elif kind == "service_granted":
-        if data.accept_by is not None:
-            _create(items, Item("service", data.service_id, data.org_id, data.accept_by, data.accept_by), notes)
-        if data.ends_at is not None:
-            _create(items, Item("maintenance", data.service_id, data.org_id, data.ends_at, data.ends_at), notes)
-    elif kind == "service_accepted":
-        _close(items, ("service", data.service_id), data.org_id, data.accepted_at, data.accepted_at, now, notes)
-    elif kind == "service_expired":
-        _close(items, ("service", data.service_id), data.org_id, data.expired_at, data.expired_at, now, notes)
-    elif kind == "maintenance_ended":
-        _close(items, ("maintenance", data.service_id), data.org_id, data.ended_at, data.ended_at, now, notes)
+    match data:
+        case LotCreditedData():
+            key = ("lot", data.lot_id)
+            if key in items:
+                notes.append("duplicate_lot")
+            else:
+                items[key] = Item(
+                    "lot", data.lot_id, data.org_id, data.expires_at, data.expires_at + grace,
+                    quantity=data.quantity, remaining=data.quantity, changed=True,
+                )
+        case UsageDeductedData():
+            for a in data.allocations:
+                if (item := _lot(a.lot_id)) is not None:
+                    _draw(item, a.quantity, notes)
+        case ArrearsOffsetData():
+            if (item := _lot(data.lot_id)) is not None:
+                _draw(item, data.quantity, notes)
+        case LotExpiredData():
+            _close(items, ("lot", data.lot_id), data.org_id, data.expires_at, data.expires_at + grace, now, notes)
+        case LicenceActivatedData():
+            if data.ends_at is not None:  # perpetual (ai_perpetual): no deadline
+                _licence_period(items, data.licence_id, data.org_id, data.ends_at, notes)
+        case LicenceExpiredData():
+            item = items.get(("licence", data.licence_id))
+            if item is not None and item.is_open and data.ended_at < item.expires_at:
+                notes.append("stale_licence_expired")  # ended before a renewal we already know of
+            else:
+                _close(items, ("licence", data.licence_id), data.org_id, data.ended_at, data.ended_at, now, notes)
+        case ServiceGrantedData():
+            if data.accept_by is not None:
+                _create(items, Item("service", data.service_id, data.org_id, data.accept_by, data.accept_by), notes)
+            if data.ends_at is not None:
+                _create(items, Item("maintenance", data.service_id, data.org_id, data.ends_at, data.ends_at), notes)
+        case ServiceAcceptedData():
+            _close(items, ("service", data.service_id), data.org_id, data.accepted_at, data.accepted_at, now, notes)
+        case ServiceExpiredData():
+            _close(items, ("service", data.service_id), data.org_id, data.expired_at, data.expired_at, now, notes)
+        case MaintenanceEndedData():
+            _close(items, ("maintenance", data.service_id), data.org_id, data.ended_at, data.ended_at, now, notes)
     return notes
 
 
@@ -221,21 +225,15 @@ def is_due(item: Item, now: datetime, again_after: timedelta) -> bool:
     return item.commanded_at is None or now >= item.commanded_at + again_after
 
 
-def command(item: Item) -> tuple[str, Any]:
-    """The command event type and data for a due item."""
+def command(item: Item) -> Command:
+    """The command (its data; the model names the event type) for a due item."""
     if item.kind == "lot":
-        return COMMAND_TYPES["lot"], ExpireLotData(org_id=item.org_id, lot_id=item.ref_id, expires_at=item.expires_at)
+        return ExpireLotData(org_id=item.org_id, lot_id=item.ref_id, expires_at=item.expires_at)
     if item.kind == "licence":
-        return COMMAND_TYPES["licence"], EndLicenceData(
-            org_id=item.org_id, licence_id=item.ref_id, ends_at=item.expires_at
-        )
+        return EndLicenceData(org_id=item.org_id, licence_id=item.ref_id, ends_at=item.expires_at)
     if item.kind == "service":
-        return COMMAND_TYPES["service"], ExpireServiceData(
-            org_id=item.org_id, service_id=item.ref_id, accept_by=item.expires_at
-        )
-    return COMMAND_TYPES["maintenance"], EndMaintenanceData(
-        org_id=item.org_id, service_id=item.ref_id, ends_at=item.expires_at
-    )
+        return ExpireServiceData(org_id=item.org_id, service_id=item.ref_id, accept_by=item.expires_at)
+    return EndMaintenanceData(org_id=item.org_id, service_id=item.ref_id, ends_at=item.expires_at)
 
 
 def command_id(item: Item) -> str:

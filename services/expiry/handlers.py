@@ -1,7 +1,7 @@
 """Entry points of the expiry service: the ledger consumer and the periodic sweep.
 
-Ledger batch: decode, one transaction (inbox claim on the CloudEvent id, load the touched items,
-fold the events into them, write back). Sweep: one transaction claims the due items, writes one
+Ledger: the one consumer shape (shared/consumer.py) with a policy that loads the touched items,
+folds the events into them and writes them back. Sweep: one transaction claims the due items, writes one
 command each to the outbox and marks them commanded; another decides and writes reminders.
 """
 
@@ -11,73 +11,54 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from aiokafka import ConsumerRecord
+import asyncpg
 from prometheus_client import Counter
 
-from contracts.events import EVENT_TYPES, CloudEvent, EventError, parse_event
+from contracts import topics
+from contracts.events import CloudEvent, models_on
 from services.expiry import domain, store
-from shared import inbox, outbox
+from shared import outbox
+from shared.consumer import DeadLetters, Subscription
 from shared.service import Runtime
 
 log = logging.getLogger(__name__)
 
-STREAM = "ledger"
-LEDGER_TYPES = {t for t in EVENT_TYPES if t.startswith(domain.LEDGER)}
 SWEEP_BATCH = 500
 
-SKIPPED = Counter("aimis_expiry_ledger_skipped_total", "Ledger records not applied", ["reason"])
 NOTES = Counter("aimis_expiry_ledger_notes_total", "Ledger events that did not fit the schedule", ["note"])
+APPLY_ERRORS = Counter("aimis_expiry_ledger_apply_errors_total", "Ledger events a schedule rule failed on (skipped)")
 COMMANDS = Counter("aimis_expiry_commands_total", "Expiry commands written to the outbox", ["kind"])
 REMINDERS = Counter("aimis_expiry_reminders_total", "Reminders decided", ["status"])
 
 
-def ledger_handler(rt: Runtime) -> Callable[[list[ConsumerRecord]], Awaitable[None]]:
+def ledger(rt: Runtime) -> Subscription:
+    """Every ledger kind feeds the schedule; bad records go to `aimis.expiry.dlq.v1`."""
     grace = timedelta(seconds=rt.settings.late_usage_grace_s)
 
-    async def handle(records: list[ConsumerRecord]) -> None:
-        events = [ev for r in records if (ev := _decode(r)) is not None]
-        if not events:
-            return
+    async def schedule(conn: asyncpg.Connection, events: list[CloudEvent[Any]], now: datetime) -> list[CloudEvent[Any]]:
+        """Policy: load the items the events touch, fold the events into them, write back."""
+        keys = [k for e in events for k in domain.refs(e.data)]
+        items = await store.load_for_update(conn, keys)
         notes: list[str] = []
-        async with rt.pool.acquire() as conn, conn.transaction():  # type: ignore[union-attr]
-            new = await inbox.claim(conn, STREAM, [e.id for e in events])
-            fresh: list[CloudEvent] = []
-            for e in events:
-                if e.id in new:
-                    new.discard(e.id)  # a repeat inside the batch is applied once
-                    fresh.append(e)
-            keys = [k for e in fresh for k in domain.refs(e.type, e.data)]
-            items = await store.load_for_update(conn, keys)
-            now = rt.clock.now()
-            for e in fresh:
-                try:
-                    notes += domain.apply(items, e.type, e.data, now, grace)
-                except Exception:  # noqa: BLE001 - a record that breaks a rule must not block the partition
-                    log.exception("ledger event %s (%s) could not be applied; skipped", e.id, e.type)
-                    SKIPPED.labels("APPLY_ERROR").inc()
-            await store.save(conn, [i for i in items.values() if i.changed], now)
+        for e in events:
+            try:
+                notes += domain.apply(items, e.data, now, grace)
+            except Exception:  # noqa: BLE001 - a record that breaks a rule must not block the partition
+                log.exception("ledger event %s (%s) could not be applied; skipped", e.id, e.type)
+                APPLY_ERRORS.inc()
+        await store.save(conn, [i for i in items.values() if i.changed], now)
         for n in notes:
             NOTES.labels(n).inc()
             log.info("ledger event did not fit the schedule: %s", n)
+        return []
 
-    return handle
-
-
-def _decode(record: ConsumerRecord) -> CloudEvent | None:
-    try:
-        return parse_event(record.value or b"", allowed=LEDGER_TYPES)
-    except EventError as e:
-        reason, detail = e.reason, e.detail
-    except Exception as e:  # noqa: BLE001 - never raise for bad input
-        reason, detail = "MALFORMED", repr(e)
-    SKIPPED.labels(reason).inc()
-    log.warning(
-        "skipping ledger record %s[%s]@%s: %s %s", record.topic, record.partition, record.offset, reason, detail,
-        extra={"reason": reason, "topic": record.topic},
+    return Subscription(
+        topic=topics.LEDGER, accepts=models_on(topics.LEDGER), stream="ledger", policy=schedule,
+        rejects=DeadLetters(rt),
     )
-    return None
 
 
 # ---------------------------------------------------------------- the sweep
@@ -94,15 +75,14 @@ async def sweep_once(rt: Runtime, batch: int = SWEEP_BATCH) -> SweepResult:
     result = SweepResult()
     again_after = domain.recommand_after(rt.settings.expiry_interval_s)
     thresholds = rt.settings.reminder_day_list
-    async with rt.pool.acquire() as conn:  # type: ignore[union-attr]
+    async with rt.pool.acquire() as conn:
         while True:
             now = rt.clock.now()
             async with conn.transaction():
                 due = await store.claim_due(conn, now, now - again_after, batch)
                 events = []
                 for item in due:
-                    event_type, data = domain.command(item)
-                    events.append(rt.event(event_type, item.org_id, data, id=domain.command_id(item)))
+                    events.append(rt.event(item.org_id, domain.command(item), id=domain.command_id(item)))
                     COMMANDS.labels(item.kind).inc()
                 await outbox.add(conn, events)
             result.commands += len(due)
@@ -121,7 +101,7 @@ async def sweep_once(rt: Runtime, batch: int = SWEEP_BATCH) -> SweepResult:
                 sent = await store.record_reminders(conn, decisions, now)
                 by_key = {item.key: item for item, _ in candidates}
                 events = [
-                    rt.event(domain.REMINDER_TYPE, item.org_id, domain.reminder(item, d), id=domain.reminder_id(item, d))
+                    rt.event(item.org_id, domain.reminder(item, d), id=domain.reminder_id(item, d))
                     for (kind, ref, d) in sorted(sent)
                     if (item := by_key[(kind, ref)])
                 ]

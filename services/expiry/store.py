@@ -147,6 +147,7 @@ async def schedule(conn: asyncpg.Connection | asyncpg.Pool, org_id: str) -> list
 
 async def reminders_of(conn: asyncpg.Connection | asyncpg.Pool, kind: str, ref_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT expires_at, days_before, status FROM reminders WHERE kind = $1 AND ref_id = $2 ORDER BY days_before DESC",
+        "SELECT expires_at, days_before, status FROM reminders WHERE kind = $1 AND ref_id = $2"
+        " ORDER BY days_before DESC",
         kind, ref_id,
     )

@@ -61,7 +61,6 @@ async def ingest_usage(request: Request, _: UsageSender) -> IngestResponse:
 
     now = rt.clock.now()
     results = [domain.validate(item, now) for item in items]
-    assert rt.pool is not None
     known = await request.app.state.orders_catch_up.settled_known_orgs(
         rt.pool, domain.orgs_of(results), HTTP_CATCH_UP_WAIT_S
     )

@@ -6,9 +6,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from contracts import topics
-from services.metering import api
-from services.metering.handlers import OrdersCatchUp, OrdersConsumer, UsageConsumer
+from services.metering import api, handlers
+from services.metering.handlers import OrdersCatchUp
 from shared.clock import Clock
 from shared.config import Settings
 from shared.service import Runtime
@@ -21,8 +20,8 @@ def create_app(
 ) -> FastAPI:
     rt = Runtime("metering", MIGRATIONS, settings=settings, clock=clock, group_id=group_id)
     catch_up = OrdersCatchUp(rt)
-    rt.consume(topics.ORDERS, OrdersConsumer(rt))
-    rt.consume(topics.USAGE, UsageConsumer(rt, catch_up))
+    rt.subscribe(handlers.orders(rt))
+    rt.subscribe(handlers.usage(rt, catch_up))
     rt.background(catch_up.watch, "metering-orders-catch-up")
     rt.on_stop.append(catch_up.close)
     app = rt.http_app(

@@ -31,11 +31,10 @@ MAX_HTTP_EVENTS = 1000
 MIN_QUANTITY, MAX_QUANTITY = 1, 10_000
 ALLOWED_TYPES = frozenset(USAGE_TYPES)
 
-Reason = Literal["MALFORMED", "UNKNOWN_ORG", "UNKNOWN_TYPE", "INVALID_QUANTITY", "TIME_IN_FUTURE"]
+Reason = Literal["MALFORMED", "UNKNOWN_ORG", "UNKNOWN_TYPE", "INVALID_QUANTITY", "TIME_IN_FUTURE", "UNPROCESSABLE"]
 Granularity = Literal["hour", "day", "month"]
 
 _ORG = re.compile(ORG_ID_PATTERN)
-DEDUCTION_REQUESTED = "aimis.metering.deduction_requested"
 
 
 class _StrictUsageData(UsageData):
@@ -89,7 +88,7 @@ class Usage:
     def deduction_event(self, source: str, now: datetime) -> CloudEvent[Any]:
         """`deduction_requested`: CloudEvent id = data.usage_id = this usage id, subject = the org."""
         return _AnyEvent.model_construct(
-            specversion="1.0", id=self.id, source=source, type=DEDUCTION_REQUESTED,
+            specversion="1.0", id=self.id, source=source, type=DeductionRequestedData.TYPE,
             subject=self.org_id, time=now, datacontenttype="application/json", data=self.deduction(now),
         )
 

@@ -1,36 +1,39 @@
-"""Kafka consumers: usage batches (validate, dedup, forward, aggregate) and known organisations."""
+"""Kafka consumers (the one shape of shared/consumer.py): usage batches (validate, dedup per org,
+forward, aggregate) and known organisations."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Counter
 
 from contracts import topics
 from contracts.events import (
-    EVENT_TYPES,
+    USAGE_TYPES,
+    AgreementRecordedData,
     CloudEvent,
-    EventError,
+    UsageData,
     UsageRejectedData,
     encode,
-    parse_event,
+    models_on,
 )
 from services.metering import domain, store
 from services.metering.domain import Rejection, Usage
-from shared import inbox, outbox
+from shared.consumer import Accepted, Bad, DeadLetters, Decoded, Subscription, Tally, subject_and_id
 from shared.kafka import record_text
 from shared.service import Runtime
 
 log = logging.getLogger(__name__)
 
-USAGE_STREAM = "usage"  # inbox stream of accepted usage ids (the CloudEvent id)
+USAGE_STREAM = "usage"  # inbox stream of accepted usage, keyed (org, CloudEvent id) (SPEC 7.3)
 REJECTED_STREAM = "usage-rejected"  # inbox stream of rejection ids (one per consumed bad record)
-AGREEMENT_RECORDED = "aimis.orders.agreement_recorded"
-ORDER_TYPES = {t for t, (topic, _) in EVENT_TYPES.items() if topic == topics.ORDERS}
 
 DUPLICATES = Counter("aimis_usage_duplicates_total", "Usage events ignored as duplicates of a processed id")
 ACCEPTED = Counter("aimis_usage_accepted_total", "Usage events forwarded as deduction_requested")
@@ -77,7 +80,8 @@ class OrdersCatchUp:
         that was there when this was called: every agreement recorded before now is then in
         known_orgs. True when caught up."""
         c = await self._offsets()
-        tps = [TopicPartition(topics.ORDERS, p) for p in await _partitions(self.rt.settings.kafka_bootstrap, self.rt.kafka_options)]
+        parts = await _partitions(self.rt.settings.kafka_bootstrap, self.rt.kafka_options)
+        tps = [TopicPartition(topics.ORDERS, p) for p in parts]
         if not tps:
             raise RuntimeError(f"no partitions for {topics.ORDERS} yet")
         ends = await c.end_offsets(tps)
@@ -118,7 +122,7 @@ class OrdersCatchUp:
         if not self.ready.is_set():
             try:
                 await asyncio.wait_for(self.ready.wait(), timeout=wait_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("orders topic not caught up after %.0f s; deciding UNKNOWN_ORG anyway", wait_s)
         try:
             if not await self.read_up_to_now(min(wait_s, STEADY_WAIT_S)):
@@ -142,71 +146,107 @@ CATCH_UP_WAIT_S = 60.0  # a usage batch with not-yet-known orgs waits this long 
 STEADY_WAIT_S = 10.0  # after start-up: for the agreements recorded up to now to be read
 
 
-class UsageConsumer:
-    """One database transaction per batch: inbox claims + outbox rows + hourly aggregates."""
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """What metering knows about a bad usage record: its Rejection, and whether it is counted in
+    the org's usage report (only for an org with an agreement and a usage type)."""
 
-    def __init__(self, rt: Runtime, catch_up: OrdersCatchUp):
-        self.rt, self.catch_up = rt, catch_up
+    rejection: Rejection
+    counted: bool
 
-    async def __call__(self, records: list[ConsumerRecord]) -> None:
-        rt = self.rt
-        assert rt.pool is not None
-        now = rt.clock.now()
-        results = [domain.validate(r.value, now) for r in records]
+
+def usage(rt: Runtime, catch_up: OrdersCatchUp) -> Subscription:
+    """Usage: validate, UNKNOWN_ORG against known orgs, dedup per (org, id), forward as
+    deduction_requested, aggregate hourly; bad usage goes to aimis.usage.rejected.v1."""
+
+    def decode(record: ConsumerRecord, now: datetime) -> Accepted | Bad:
+        x = domain.validate(record.value, now)
+        if isinstance(x, Usage):
+            return Accepted(record, x.event)
+        return Bad(record, x.reason, x.detail, x)
+
+    async def screen(decoded: list[Decoded]) -> list[Decoded]:
+        """UNKNOWN_ORG before the inbox claim, so a use refused for its org is not burnt."""
+        orgs = {d.event.subject for d in decoded if isinstance(d, Accepted)}
+        orgs |= {d.info.org_id for d in decoded if isinstance(d, Bad) and d.info.org_id}
         # known_orgs only grows, so it may be read before the transaction
-        known = await self.catch_up.settled_known_orgs(rt.pool, domain.orgs_of(results), CATCH_UP_WAIT_S)
-        async with rt.pool.acquire() as conn, conn.transaction():
-            results = [domain.check_org(x, known) for x in results]
-            usage_new = await inbox.claim(conn, USAGE_STREAM, [x.id for x in results if isinstance(x, Usage)])
-            rejection_ids = {
-                i: domain.rejection_id(r.topic, r.partition, r.offset)
-                for i, (r, x) in enumerate(zip(records, results)) if isinstance(x, Rejection)
-            }
-            rejected_new = await inbox.claim(conn, REJECTED_STREAM, list(rejection_ids.values()))
-
-            events: list[CloudEvent[Any]] = []
-            agg: tuple[list[Any], ...] = ([], [], [], [], [])
-            duplicates = 0
-            reasons: list[str] = []
-            for i, (record, x) in enumerate(zip(records, results)):  # offset order per partition
+        known = await catch_up.settled_known_orgs(rt.pool, orgs, CATCH_UP_WAIT_S)
+        out: list[Decoded] = []
+        for d in decoded:
+            if isinstance(d, Accepted):
+                x = domain.check_org(_usage_of(d.event), known)
                 if isinstance(x, Usage):
-                    if x.id not in usage_new:
-                        duplicates += 1
-                        continue
-                    usage_new.discard(x.id)  # a later copy in this batch is a duplicate
-                    events.append(x.deduction_event(rt.source, now))
-                    _agg_add(agg, x.org_id, x.resource, x.occurred_at, x.quantity, 0)
+                    out.append(d)
                     continue
-                rid = rejection_ids[i]
-                if rid not in rejected_new:
-                    continue  # this record was already rejected (redelivery)
-                events.append(self._rejected_event(record, x, rid, now))
-                reasons.append(x.reason)
-                if x.org_id in known and x.resource is not None:
-                    _agg_add(agg, x.org_id, x.resource, x.bucket_time(now), 0, x.counted_quantity)
-            await outbox.add(conn, events)
-            await store.add_hourly(conn, *agg)
-        # counted only once the batch committed (a rolled-back batch is redelivered and counted then)
-        if duplicates:
-            DUPLICATES.inc(duplicates)
-        ACCEPTED.inc(len(events) - len(reasons))
-        for reason in reasons:
-            REJECTED.labels(reason).inc()
-            log.info("usage rejected", extra={"reason": reason, "topic": topics.USAGE})
+                d = Bad(d.record, x.reason, x.detail, x)
+            assert isinstance(d, Bad)
+            rej: Rejection = d.info
+            counted = rej.org_id in known and rej.resource is not None
+            out.append(Bad(d.record, d.reason, d.detail, Refused(rej, counted)))
+        return out
 
-    def _rejected_event(self, record: ConsumerRecord, x: Rejection, rid: str, now: Any) -> CloudEvent[Any]:
+    async def forward(conn: asyncpg.Connection, events: list[CloudEvent[Any]], now: datetime) -> list[CloudEvent[Any]]:
+        """Policy: each new use becomes deduction_requested and counts in its hour."""
+        uses = [_usage_of(e) for e in events]
+        await store.add_hourly(conn, [u.org_id for u in uses], [u.resource for u in uses],
+                               [u.occurred_at for u in uses], [u.quantity for u in uses], [0] * len(uses))
+        return [u.deduction_event(rt.source, now) for u in uses]
+
+    def counted(t: Tally) -> None:
+        DUPLICATES.inc(t.duplicate)
+        ACCEPTED.inc(t.processed)
+
+    return Subscription(
+        topic=topics.USAGE, accepts=(UsageData,), stream=USAGE_STREAM, key=subject_and_id, policy=forward,
+        rejects=UsageRejections(rt), decode=decode, screen=screen, after_commit=counted,
+    )
+
+
+def _usage_of(event: CloudEvent[Any]) -> Usage:
+    return Usage(event, event.data, USAGE_TYPES[event.type])
+
+
+class UsageRejections:
+    """The rejection path of usage: `aimis.usage.rejected` with the original, once per record
+    (inbox stream `usage-rejected`, key by position); rejected quantities count in the report."""
+
+    stream = REJECTED_STREAM
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+
+    def key(self, bad: Bad) -> str:
+        r = bad.record
+        return domain.rejection_id(r.topic, r.partition, r.offset)
+
+    async def __call__(self, conn: asyncpg.Connection, bad: list[Bad], now: datetime) -> list[CloudEvent[Any]]:
+        refused = [b.info if isinstance(b.info, Refused) else Refused(Rejection(b.reason, b.detail), False)  # type: ignore[arg-type]
+                   for b in bad]  # not Refused: a record the consumer base isolated as UNPROCESSABLE
+        hourly = [(x.rejection, x.rejection.org_id, x.rejection.resource) for x in refused
+                  if x.counted and x.rejection.org_id and x.rejection.resource]
+        await store.add_hourly(conn, [org for _, org, _ in hourly], [res for _, _, res in hourly],
+                               [r.bucket_time(now) for r, _, _ in hourly], [0] * len(hourly),
+                               [r.counted_quantity for r, _, _ in hourly])
+        return [self._event(b.record, x.rejection, self.key(b), now) for b, x in zip(bad, refused, strict=True)]
+
+    def committed(self, bad: list[Bad]) -> None:
+        for b in bad:
+            REJECTED.labels(b.reason).inc()
+            log.info("usage rejected", extra={"reason": b.reason, "topic": topics.USAGE})
+
+    def _event(self, record: ConsumerRecord, x: Rejection, rid: str, now: Any) -> CloudEvent[Any]:
         subject = domain.rejection_subject(x, record.key)
         try:
             original = record_text(record)
         except RecursionError:  # nested too deep for json: keep the raw text
             original = _raw_text(record)
         data = UsageRejectedData(reason=x.reason, detail=x.detail[:2000], received_at=now, original=original)
-        event = self.rt.event("aimis.usage.rejected", subject, data, id=rid)
+        event = self.rt.event(subject, data, id=rid)
         try:
             encode(event)
         except ValueError:  # e.g. nested too deep to serialise: the raw text always serialises
             data = data.model_copy(update={"original": _raw_text(record)})
-            event = self.rt.event("aimis.usage.rejected", subject, data, id=rid)
+            event = self.rt.event(subject, data, id=rid)
         return event
 
 
@@ -214,36 +254,16 @@ def _raw_text(record: ConsumerRecord) -> str:
     return (record.value or b"").decode("utf-8", errors="replace")
 
 
-def _agg_add(agg: tuple[list[Any], ...], org: str, resource: str, at: Any, acc: int, rej: int) -> None:
-    for column, value in zip(agg, (org, resource, at, acc, rej)):
-        column.append(value)
+def orders(rt: Runtime) -> Subscription:
+    """Learns which organisations have an agreement; other order events are ignored, bad records
+    go to aimis.metering.dlq.v1."""
 
+    async def learn(conn: asyncpg.Connection, events: list[CloudEvent[Any]], now: datetime) -> list[CloudEvent[Any]]:
+        await store.add_known_orgs(conn, [(e.data.org_id, e.data.recorded_at) for e in events])
+        return []
 
-class OrdersConsumer:
-    """Learns which organisations have an agreement; every other order event is ignored."""
-
-    def __init__(self, rt: Runtime):
-        self.rt = rt
-
-    async def __call__(self, records: list[ConsumerRecord]) -> None:
-        assert self.rt.pool is not None
-        orgs = []
-        for r in records:
-            try:
-                ev = parse_event(r.value, allowed={AGREEMENT_RECORDED})
-            except EventError as e:
-                if e.reason == "UNKNOWN_TYPE" and _type_of(r) in ORDER_TYPES:
-                    continue  # order_placed / order_paid / order_cancelled: not ours
-                log.warning(
-                    "skipping bad record %s:%d:%d on the orders topic: %s",
-                    r.topic, r.partition, r.offset, e, extra={"reason": e.reason, "topic": r.topic},
-                )
-                continue
-            orgs.append((ev.data.org_id, ev.data.recorded_at))
-        if orgs:
-            await store.add_known_orgs(self.rt.pool, orgs)
-
-
-def _type_of(record: ConsumerRecord) -> str | None:
-    doc = record_text(record)
-    return doc.get("type") if isinstance(doc, dict) else None
+    return Subscription(
+        topic=topics.ORDERS, accepts=(AgreementRecordedData,),
+        ignores=tuple(m for m in models_on(topics.ORDERS) if m is not AgreementRecordedData),
+        stream="orders", policy=learn, rejects=DeadLetters(rt),
+    )

@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from contracts import topics
 from contracts.http import CatalogResponse
 from contracts.skus import REGISTRY, Registry
 from services.order import api, handlers, sla, webhook
@@ -59,7 +58,7 @@ def create_app(
     book, catalog = load_price_book(price_book or price_book_path(), registry)
     rt = Runtime(SCHEMA, MIGRATIONS, settings=settings or get_settings(), clock=clock, group_id=GROUP_ID)
     rt.source = SOURCE
-    rt.consume(topics.LEDGER, handlers.ledger_handler(rt))
+    rt.subscribe(handlers.ledger(rt))
     policy = sla.Policy(timedelta(seconds=rt.settings.fulfilment_sla_s), rt.clock)
     rt.background(lambda: sla.watch(lambda: rt.pool, policy, rt.settings.fulfilment_check_s), "order-sla")
     app = rt.http_app(

@@ -16,11 +16,11 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel
 
 from contracts.events import (
     AgreementRecordedData,
     CloudEvent,
+    EventData,
     OrderCancelledData,
     OrderLineData,
     OrderPaidData,
@@ -44,8 +44,9 @@ class Deps:
     book: PriceBook
     source: str
 
-    def event(self, event_type: str, subject: str, data: BaseModel, *, id: str | None = None) -> CloudEvent[Any]:
-        return new_event(event_type, subject, data, self.source, id=id, time=self.clock.now())
+    def event(self, subject: str, data: EventData, *, id: str | None = None) -> CloudEvent[Any]:
+        """An outgoing event; its type comes from its data model."""
+        return new_event(subject, data, self.source, id=id, time=self.clock.now())
 
 
 # ---------------------------------------------------------------- commands
@@ -115,7 +116,7 @@ async def record_agreement(deps: Deps, cmd: RecordAgreement) -> dict[str, Any]:
         )
         if changed:
             data = AgreementRecordedData(**dict(row))
-            await outbox.add(conn, [deps.event("aimis.orders.agreement_recorded", cmd.org_id, data)])
+            await outbox.add(conn, [deps.event(cmd.org_id, data)])
     return dict(row)
 
 
@@ -182,7 +183,7 @@ async def cancel_order(deps: Deps, cmd: CancelOrder) -> Order:
             now = deps.clock.now()
             await store.mark_cancelled(conn, cmd.order_id, now)
             data = OrderCancelledData(order_id=cmd.order_id, org_id=order["org_id"], cancelled_at=now)
-            await outbox.add(conn, [deps.event("aimis.orders.order_cancelled", order["org_id"], data,
+            await outbox.add(conn, [deps.event(order["org_id"], data,
                                                id=_event_id(cmd.order_id, "cancelled"))])
             order = await _get(conn, cmd.order_id)
     return order
@@ -246,7 +247,7 @@ def _placed_event(deps: Deps, o: Order) -> CloudEvent[Any]:
         order_id=o["order_id"], org_id=o["org_id"], lines=_line_data(o), total=o["total"],
         price_book_version=o["price_book_version"], placed_at=o["placed_at"],
     )
-    return deps.event("aimis.orders.order_placed", o["org_id"], data, id=_event_id(o["order_id"], "placed"))
+    return deps.event(o["org_id"], data, id=_event_id(o["order_id"], "placed"))
 
 
 def _paid_event(deps: Deps, o: Order) -> CloudEvent[Any]:
@@ -255,4 +256,4 @@ def _paid_event(deps: Deps, o: Order) -> CloudEvent[Any]:
         price_book_version=o["price_book_version"], placed_at=o["placed_at"], paid_at=o["paid_at"],
         payment_ref=o["payment_ref"], imported=o["imported"],
     )
-    return deps.event("aimis.orders.order_paid", o["org_id"], data, id=_event_id(o["order_id"], "paid"))
+    return deps.event(o["org_id"], data, id=_event_id(o["order_id"], "paid"))

@@ -14,6 +14,14 @@ from aiokafka import AIOKafkaProducer
 
 from cli.client import Api
 from contracts import topics
+from contracts.events import (
+    ArrearsOffsetData,
+    EventData,
+    LotExpiredData,
+    UsageDeductedData,
+    UsageRejectedLedgerData,
+    usage_type,
+)
 
 
 def now() -> datetime:
@@ -44,7 +52,7 @@ def usage(org: str, resource: str = "cloud_inspection", *, quantity: int = 1, ch
           at: datetime | None = None, event_id: str | None = None) -> dict[str, Any]:
     return {
         "specversion": "1.0", "id": event_id or f"u-{uuid.uuid4().hex}", "source": "/e2e/platform",
-        "type": f"aimis.usage.{resource}", "subject": org, "time": iso(at or now()),
+        "type": usage_type(resource), "subject": org, "time": iso(at or now()),
         "data": {"quantity": quantity, "inspection_id": f"ins-{uuid.uuid4().hex[:10]}", "channel": channel},
     }
 
@@ -73,7 +81,7 @@ async def onboard(admin: Api, org: str) -> None:
             admin.send_usage([probe])
             await eventually(
                 lambda probe=probe: [
-                    d for d in of_kind(ledger(admin, org), "usage_rejected") if d["usage_id"] == probe["id"]
+                    d for d in of_kind(ledger(admin, org), UsageRejectedLedgerData) if d["usage_id"] == probe["id"]
                 ],
                 bool, timeout=5,
             )
@@ -96,8 +104,9 @@ def ledger(admin: Api, org: str) -> list[dict[str, Any]]:
     return admin.ledger_all(org)
 
 
-def of_kind(entries: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e["data"] for e in entries if e["type"] == f"aimis.ledger.{kind}"]
+def of_kind(entries: list[dict[str, Any]], model: type[EventData]) -> list[dict[str, Any]]:
+    """The data of the ledger entries whose type is the model's."""
+    return [e["data"] for e in entries if e["type"] == model.TYPE]
 
 
 def assert_conservation(admin: Api, org: str) -> None:
@@ -105,9 +114,9 @@ def assert_conservation(admin: Api, org: str) -> None:
     bal = admin.balances(org)["resources"]
     entries = ledger(admin, org)
     for resource, b in bal.items():
-        deducted = [d for d in of_kind(entries, "usage_deducted") if d["resource"] == resource]
-        offsets = [d for d in of_kind(entries, "arrears_offset") if d["resource"] == resource]
-        expired = [d for d in of_kind(entries, "lot_expired") if d["resource"] == resource]
+        deducted = [d for d in of_kind(entries, UsageDeductedData) if d["resource"] == resource]
+        offsets = [d for d in of_kind(entries, ArrearsOffsetData) if d["resource"] == resource]
+        expired = [d for d in of_kind(entries, LotExpiredData) if d["resource"] == resource]
         drawn_by_usage = sum(a["quantity"] for d in deducted for a in d["allocations"])
         offset_total = sum(d["quantity"] for d in offsets)
         drawn_from_lots = drawn_by_usage + offset_total

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from cli.client import CliError
+from contracts.events import UsageDeductedData, UsageRejectedLedgerData
 from tests.e2e.helpers import assert_conservation, buy, eventually, ledger, now, of_kind, onboard, usage
 
 pytestmark = pytest.mark.e2e
 
 
 def rejections(admin, org, usage_id):
-    return [d for d in of_kind(ledger(admin, org), "usage_rejected") if d["usage_id"] == usage_id]
+    return [d for d in of_kind(ledger(admin, org), UsageRejectedLedgerData) if d["usage_id"] == usage_id]
 
 
 async def test_ai_review_without_balance_is_rejected_insufficient_balance_with_nothing_deducted(stack, org_id):
@@ -54,7 +55,7 @@ async def test_ai_perpetual_is_offline_only_and_counts_offline_reviews_without_d
     offline = usage(org_id, "ai_review", quantity=50, channel="offline")
     stack.admin.send_usage([offline])
     [d] = await eventually(
-        lambda: [d for d in of_kind(ledger(stack.admin, org_id), "usage_deducted") if d["usage_id"] == offline["id"]],
+        lambda: [d for d in of_kind(ledger(stack.admin, org_id), UsageDeductedData) if d["usage_id"] == offline["id"]],
         bool)
     assert d["allocations"] == [] and d["offline_licence"] is True and d["arrears_quantity"] == 0
     b = stack.admin.balances(org_id)["resources"]["ai_review"]

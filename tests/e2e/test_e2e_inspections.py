@@ -9,6 +9,7 @@ import pytest
 
 from cli.client import CliError
 from contracts import topics
+from contracts.events import ArrearsOffsetData, LotExpiredData, UsageDeductedData
 from tests.e2e.conftest import GRACE_S
 from tests.e2e.helpers import (
     assert_conservation,
@@ -106,7 +107,7 @@ async def test_usage_draws_the_lot_that_expires_first_and_spans_lots_with_its_re
     lots = {lot["order_id"]: lot for lot in ci(b)["lots"]}
     assert lots[older["order_id"]]["remaining"] == 0 and lots[older["order_id"]]["status"] == "depleted"
     assert lots[newer["order_id"]]["remaining"] == 1500
-    [d] = [d for d in of_kind(ledger(stack.admin, org_id), "usage_deducted") if d["usage_id"] == ev["id"]]
+    [d] = [d for d in of_kind(ledger(stack.admin, org_id), UsageDeductedData) if d["usage_id"] == ev["id"]]
     years = [(a["quantity"], parse(a["retention_until"]).year - at.year) for a in d["allocations"]]
     assert years == [(1000, 5), (500, 10)]
     assert d["arrears_quantity"] == 0
@@ -142,7 +143,7 @@ async def test_storage_beyond_balance_is_arrears_offset_oldest_first_by_next_lot
     renewal = await buy(stack.admin, org_id, [{"sku": "CI-QTY", "quantity": 1000, "storage_years": 3}])
     b = await eventually(lambda: stack.admin.balances(org_id), lambda b: ci(b)["purchased"] == 2000)
     assert (ci(b)["arrears"], ci(b)["available"]) == (0, 500)
-    [off] = of_kind(ledger(stack.admin, org_id), "arrears_offset")
+    [off] = of_kind(ledger(stack.admin, org_id), ArrearsOffsetData)
     assert off["lot_id"].startswith(renewal["order_id"])
     assert [(o["usage_id"], o["quantity"]) for o in off["offsets"]] == [(first["id"], 200), (second["id"], 300)]
     assert all(parse(o["retention_until"]).year - parse(u["time"]).year == 3
@@ -162,7 +163,7 @@ async def test_duplicate_usage_is_deducted_once(stack, org_id):
     stack.admin.send_usage([marker])  # per-org order: once the marker is deducted, the repeats were seen
     await eventually(lambda: stack.admin.balances(org_id),
                      lambda b: any(d["usage_id"] == marker["id"]
-                                   for d in of_kind(ledger(stack.admin, org_id), "usage_deducted")))
+                                   for d in of_kind(ledger(stack.admin, org_id), UsageDeductedData)))
     assert ci(stack.admin.balances(org_id))["used"] == 8
     assert_conservation(stack.admin, org_id)
 
@@ -185,7 +186,7 @@ async def test_lot_remainder_forfeited_at_expiry_and_late_use_within_grace_still
     lot = ci(b)["lots"][0]
     assert lot["status"] == "expired" and lot["order_id"] == order["order_id"]
     assert ci(b)["available"] == 0
-    expired = of_kind(ledger(stack.admin, org_id), "lot_expired")
+    expired = of_kind(ledger(stack.admin, org_id), LotExpiredData)
     assert [e["forfeited"] for e in expired] == [990]
     # A use after expiry (beyond the lot) becomes arrears.
     after = usage(org_id, quantity=5)

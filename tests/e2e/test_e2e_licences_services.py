@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from cli.client import CliError
+from contracts.events import LicenceActivatedData
 from shared.clock import add_months, add_years
 from tests.e2e.helpers import buy, eventually, ledger, now, of_kind, onboard, parse
 
@@ -47,7 +48,7 @@ async def test_feature_is_disabled_when_basic_edition_has_lapsed(stack, org_id):
     await buy(stack.admin, org_id, [{"sku": "SW-BASIC", "months": 1},
                                     {"sku": "SW-OPT", "months": 12, "feature": "data_statistics"}],
               paid_at=now() - timedelta(days=62))
-    activated = await eventually(lambda: of_kind(ledger(stack.admin, org_id), "licence_activated"),
+    activated = await eventually(lambda: of_kind(ledger(stack.admin, org_id), LicenceActivatedData),
                                  lambda a: len(a) == 2)
     assert {a["feature"] for a in activated} == {"basic", "data_statistics"}
     f = stack.admin.features(org_id)

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from contracts.events import UsageDeductedData
 from tests.e2e.helpers import assert_conservation, buy, eventually, ledger, of_kind, onboard, send_to_kafka, usage
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +44,7 @@ async def test_every_use_takes_effect_once_through_kill9_of_metering_and_entitle
     b = await eventually(lambda: stack.admin.balances(org_id)["resources"]["cloud_inspection"],
                          lambda r: r["used"] >= USES, timeout=120)
     assert (b["used"], b["available"], b["arrears"]) == (USES, 0, USES - 2000)
-    deducted = [d for d in of_kind(ledger(stack.admin, org_id), "usage_deducted")
+    deducted = [d for d in of_kind(ledger(stack.admin, org_id), UsageDeductedData)
                 if d["resource"] == "cloud_inspection"]
     ids = [d["usage_id"] for d in deducted]
     assert len(ids) == len(set(ids)) == USES
@@ -73,7 +74,7 @@ async def test_every_use_takes_effect_once_through_restarts_of_kafka_and_postgre
     b = await eventually(lambda: stack.admin.balances(org_id)["resources"]["cloud_inspection"],
                          lambda r: r["used"] >= total, timeout=180)
     assert (b["used"], b["available"], b["arrears"]) == (total, 0, total - 1000)
-    ids = [d["usage_id"] for d in of_kind(ledger(stack.admin, org_id), "usage_deducted")]
+    ids = [d["usage_id"] for d in of_kind(ledger(stack.admin, org_id), UsageDeductedData)]
     assert len(ids) == len(set(ids)) == total
     for name, proc in stack.procs.items():
         assert proc.proc is not None and proc.proc.poll() is None, f"{name} died"

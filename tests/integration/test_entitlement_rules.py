@@ -104,7 +104,7 @@ def order_paid(org: str, lines: list[OrderLineData], paid_at: datetime | None = 
         total=Decimal(len(lines)), price_book_version="test", placed_at=paid_at, paid_at=paid_at,
         payment_ref="pay-1",
     )
-    return new_event("aimis.orders.order_paid", org, data, "/test")
+    return new_event(org, data, "/test")
 
 
 def deduction(org: str, resource: str, quantity: int, occurred_at: datetime | None = None,
@@ -115,11 +115,12 @@ def deduction(org: str, resource: str, quantity: int, occurred_at: datetime | No
         usage_id=uid, org_id=org, resource=resource, quantity=quantity, occurred_at=occurred_at,
         received_at=occurred_at, channel=channel, inspection_id=f"insp-{uid}",
     )
-    return new_event("aimis.metering.deduction_requested", org, data, "/test", id=uid)
+    return new_event(org, data, "/test", id=uid)
 
 
 def command(kind: str, org: str, data: Any) -> Any:
-    return new_event(f"aimis.expiry.{kind}", org, data, "/test")
+    assert data.TYPE.endswith(f".{kind}")
+    return new_event(org, data, "/test")
 
 
 async def send(prod: AIOKafkaProducer, *events: Any) -> None:
@@ -247,22 +248,7 @@ async def test_order_paid_redelivered_credits_each_line_exactly_once(svc, ledger
     assert (await svc.balance(org, "cloud_inspection"))["purchased"] == 1000
 
 
-async def test_crediting_a_lot_offsets_arrears_oldest_first_with_its_storage_years(svc, ledger, org):
-    t = now() - timedelta(hours=1)
-    older = deduction(org, "cloud_inspection", 3, t)
-    newer = deduction(org, "cloud_inspection", 4, t + timedelta(minutes=1))
-    await send(svc.prod, newer, older)  # stream order is not age order: the offset goes by occurred_at
-    await ledger.wait_for(of("usage_deducted", org), count=2)
-    assert (await svc.balance(org, "cloud_inspection"))["arrears"] == 7
-    oid = await credited(svc, ledger, org, line(0, "CI-QTY", quantity=1000, storage_years=10))
-    kinds = [e["type"].rsplit(".", 1)[1] for e in ledger.events(lambda e: e["subject"] == org)][-3:]
-    assert kinds == ["lot_credited", "arrears_offset", "order_fulfilled"]
-    off = ledger.events(of("arrears_offset", org))[0]["data"]
-    assert off["lot_id"] == f"{oid}.0" and off["quantity"] == 7
-    assert [(o["usage_id"], o["quantity"]) for o in off["offsets"]] == [(older.id, 3), (newer.id, 4)]
-    assert same_instant(off["offsets"][0]["retention_until"], add_years(t, 10))
-    bal = await svc.balance(org, "cloud_inspection")
-    assert (bal["arrears"], bal["used"], bal["available"], bal["purchased"]) == (0, 7, 993, 1000)
+# test_crediting_a_lot_offsets_arrears_oldest_first_with_its_storage_years: moved to tests/component/test_entitlement_rules.py
 
 
 async def test_sw_licence_periods_stack_from_the_current_end(svc, ledger, org):
@@ -278,65 +264,19 @@ async def test_sw_licence_periods_stack_from_the_current_end(svc, ledger, org):
 # ---------------------------------------------------------------- deductions
 
 
-async def test_deduction_draws_the_lot_expiring_first_and_may_span_lots(svc, ledger, org):
-    early = await credited(svc, ledger, org, line(0, "CI-QTY", quantity=1000, storage_years=2),
-                           paid_at=now() - timedelta(days=100))
-    late = await credited(svc, ledger, org, line(0, "CI-QTY", quantity=1000, storage_years=15))
-    first, span = deduction(org, "cloud_inspection", 999), deduction(org, "cloud_inspection", 5)
-    await send(svc.prod, first, span)
-    got = await ledger.wait_for(of("usage_deducted", org, usage_id=span.id))
-    allocs = got[0]["data"]["allocations"]
-    assert [(a["lot_id"], a["quantity"]) for a in allocs] == [(f"{early}.0", 1), (f"{late}.0", 4)]
-    occurred = span.data.occurred_at
-    assert same_instant(allocs[0]["retention_until"], add_years(occurred, 2))
-    assert same_instant(allocs[1]["retention_until"], add_years(occurred, 15))
-    bal = await svc.balance(org, "cloud_inspection")
-    assert {l["lot_id"]: (l["remaining"], l["status"]) for l in bal["lots"]} == {
-        f"{early}.0": (0, "depleted"), f"{late}.0": (996, "active")}
+# test_deduction_draws_the_lot_expiring_first_and_may_span_lots: moved to tests/component/test_entitlement_rules.py
 
 
-async def test_cloud_inspection_beyond_balance_is_recorded_as_arrears(svc, ledger, org):
-    await credited(svc, ledger, org, line(0, "CI-QTY", quantity=1000, storage_years=1))
-    over, none_left = deduction(org, "cloud_inspection", 1002 - 2), deduction(org, "cloud_inspection", 5)
-    await send(svc.prod, over, none_left)
-    got = await ledger.wait_for(of("usage_deducted", org, usage_id=none_left.id))
-    assert got[0]["data"]["allocations"] == [] and got[0]["data"]["arrears_quantity"] == 5
-    bal = await svc.balance(org, "cloud_inspection")
-    assert (bal["used"], bal["arrears"], bal["available"]) == (1005, 5, 0)
+# test_cloud_inspection_beyond_balance_is_recorded_as_arrears: moved to tests/component/test_entitlement_rules.py
 
 
-async def test_usage_for_an_org_without_lots_is_all_arrears_or_insufficient_balance(svc, ledger, org):
-    ci, ai = deduction(org, "cloud_inspection", 2), deduction(org, "ai_review", 1)
-    await send(svc.prod, ci, ai)
-    assert (await ledger.wait_for(of("usage_deducted", org, usage_id=ci.id)))[0]["data"]["arrears_quantity"] == 2
-    rej = await ledger.wait_for(of("usage_rejected", org, usage_id=ai.id))
-    assert rej[0]["data"]["reason"] == "INSUFFICIENT_BALANCE"
+# test_usage_for_an_org_without_lots_is_all_arrears_or_insufficient_balance: moved to tests/component/test_entitlement_rules.py
 
 
-async def test_ai_review_beyond_balance_is_rejected_whole_with_nothing_deducted(svc, ledger, org):
-    await credited(svc, ledger, org, line(0, "AI-QTY", quantity=1000))
-    take, too_many = deduction(org, "ai_review", 998), deduction(org, "ai_review", 3)
-    await send(svc.prod, take, too_many)
-    rej = await ledger.wait_for(of("usage_rejected", org, usage_id=too_many.id))
-    assert rej[0]["data"]["reason"] == "INSUFFICIENT_BALANCE"
-    bal = await svc.balance(org, "ai_review")
-    assert (bal["available"], bal["used"], bal["arrears"]) == (2, 998, 0)
-    assert await svc.get(org, "/ai-review/allowance") == {"allowed": True, "remaining": 2, "offline_licence": False}
+# test_ai_review_beyond_balance_is_rejected_whole_with_nothing_deducted: moved to tests/component/test_entitlement_rules.py
 
 
-async def test_offline_ai_review_is_counted_under_perpetual_licence_else_no_offline_licence(svc, ledger, org):
-    before = deduction(org, "ai_review", 1, channel="offline")
-    await send(svc.prod, before)
-    rej = await ledger.wait_for(of("usage_rejected", org, usage_id=before.id))
-    assert rej[0]["data"]["reason"] == "NO_OFFLINE_LICENCE"
-    await credited(svc, ledger, org, line(0, "AI-PERPETUAL"), line(1, "AI-QTY", quantity=1000))
-    offline, online = deduction(org, "ai_review", 4, channel="offline"), deduction(org, "ai_review", 2)
-    await send(svc.prod, offline, online)
-    got = (await ledger.wait_for(of("usage_deducted", org, usage_id=offline.id)))[0]["data"]
-    assert got["allocations"] == [] and got["offline_licence"] is True
-    on = (await ledger.wait_for(of("usage_deducted", org, usage_id=online.id)))[0]["data"]
-    assert on["offline_licence"] is False and sum(a["quantity"] for a in on["allocations"]) == 2
-    assert (await svc.balance(org, "ai_review"))["available"] == 998  # offline drew nothing
+# test_offline_ai_review_is_counted_under_perpetual_licence_else_no_offline_licence: moved to tests/component/test_entitlement_rules.py
 
 
 async def test_same_usage_id_twice_is_deducted_once(svc, ledger, org):
@@ -407,26 +347,7 @@ async def test_expire_lot_forfeits_the_remainder_only_once_due_and_only_once(svc
     assert {l["lot_id"]: l["status"] for l in bal["lots"]}[f"{old}.0"] == "expired"
 
 
-async def test_expire_lot_waits_for_the_late_usage_grace(svc, ledger, org):
-    paid = now() - timedelta(days=400)
-    oid = await credited(svc, ledger, org, line(0, "CI-QTY", quantity=1000, storage_years=1), paid_at=paid)
-    older = await credited(svc, ledger, org, line(0, "CI-QTY", quantity=1000, storage_years=1),
-                           paid_at=paid - timedelta(days=30))
-    exp = add_years(paid, 1)
-    cmd = command("expire_lot", org, ExpireLotData(org_id=org, lot_id=f"{oid}.0", expires_at=exp))
-    probe = command("expire_lot", org, ExpireLotData(org_id=org, lot_id=f"{older}.0",
-                                                     expires_at=add_years(paid - timedelta(days=30), 1)))
-    try:
-        svc.clock.pinned = exp + timedelta(seconds=1)  # expired, but the 2 s grace is not over
-        await send(svc.prod, cmd, probe)
-        await ledger.wait_for(of("lot_expired", org, lot_id=f"{older}.0"))
-        assert ledger.events(of("lot_expired", org, lot_id=f"{oid}.0")) == []
-        svc.clock.pinned = exp + timedelta(seconds=2)
-        await send(svc.prod, cmd)  # the same command again, now due: its id was not burnt
-        got = await ledger.wait_for(of("lot_expired", org, lot_id=f"{oid}.0"))
-        assert got[0]["data"]["forfeited"] == 1000
-    finally:
-        svc.clock.pinned = None
+# test_expire_lot_waits_for_the_late_usage_grace moved to tests/component/test_entitlement_consumers.py
 
 
 async def test_end_licence_expires_a_lapsed_licence_but_not_a_renewed_one(svc, ledger, org):
@@ -512,7 +433,8 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_partition_keeps_m
         assert ledger.events(of("lot_credited", org)) == []  # a bad line credits nothing of its order
     async with httpx.AsyncClient(base_url=svc.url) as c:
         metrics = (await c.get("/metrics")).text
-    assert 'aimis_entitlement_dead_letters_total{reason="UNKNOWN_ORDER_LINE",topic="aimis.orders.v1"}' in metrics
+    assert ('aimis_dead_letters_total{reason="UNKNOWN_ORDER_LINE",service="entitlement",topic="aimis.orders.v1"}'
+            in metrics)
 
 
 # ---------------------------------------------------------------- HTTP
@@ -609,18 +531,5 @@ async def test_ai_review_allowance_is_the_ai_balance_valid_now(svc, ledger, org)
     assert await svc.get(org, "/ai-review/allowance") == {"allowed": True, "remaining": 1000, "offline_licence": True}
 
 
-async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_noop(fresh_db):
-    from services.entitlement.app import MIGRATIONS
-    from shared import migrate
-
-    conn = await asyncpg.connect(fresh_db)
-    try:
-        assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == [
-            "shared/001_outbox_inbox.sql", "service/001_init.sql"]
-        assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == []
-        tables = {r["table_name"] for r in await conn.fetch(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'entitlement'")}
-        assert tables == {"schema_migrations", "outbox", "inbox", "balances", "lots", "arrears", "licences",
-                          "licence_periods", "services", "fulfilled_orders", "ledger"}
-    finally:
-        await conn.close()
+# test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_noop moved to
+# tests/component/test_migrations.py (PostgreSQL only)

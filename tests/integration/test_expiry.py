@@ -6,9 +6,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
@@ -25,7 +23,6 @@ from contracts.events import (
 )
 from services.expiry import domain, store
 from services.expiry.app import create_app
-from shared import migrate
 from shared.clock import Clock
 from shared.config import Settings
 from tests.support.kafka import TopicReader, producer, wait_until
@@ -33,7 +30,6 @@ from tests.support.services import SECRET, bearer, serve_in_process
 
 pytestmark = pytest.mark.integration
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "expiry" / "migrations"
 DAY = timedelta(days=1)
 SOURCE = "/aimis/entitlement"  # the ledger's writer; the tests stand in for it
 
@@ -92,7 +88,8 @@ async def publish(p, *events) -> None:  # type: ignore[no-untyped-def]
 
 
 def ledger(kind: str, org_id: str, data):  # type: ignore[no-untyped-def]
-    return new_event(f"aimis.ledger.{kind}", org_id, data, SOURCE)
+    assert data.TYPE.endswith(f".{kind}")
+    return new_event(org_id, data, SOURCE)
 
 
 def lot_credited(org_id: str, lot_id: str, expires_at: datetime, quantity: int = 1000):
@@ -245,32 +242,7 @@ async def test_two_sweepers_command_each_due_item_once(settings, fresh_db, group
             assert all(i["status"] == "commanded" for i in (await s.schedule(orgs[0]))["items"])
 
 
-async def test_claim_due_skips_rows_another_sweeper_holds(fresh_db, org_id):
-    setup = await asyncpg.connect(fresh_db, server_settings={"search_path": "expiry"})
-    one = await asyncpg.connect(fresh_db, server_settings={"search_path": "expiry"})
-    two = await asyncpg.connect(fresh_db, server_settings={"search_path": "expiry"})
-    try:
-        await migrate.migrate(setup, "expiry", MIGRATIONS)
-        now = datetime.now(timezone.utc)
-        items = [
-            domain.Item("lot", f"l{n}", org_id, now - DAY, now - timedelta(seconds=n), quantity=1, remaining=1)
-            for n in range(10)
-        ]
-        await store.save(setup, items, now)
-        never = now - 365 * DAY
-        tx1 = one.transaction()
-        await tx1.start()
-        first = await store.claim_due(one, now, never, 4)
-        assert len(first) == 4
-        second = await store.claim_due(two, now, never, 100)  # autocommit; does not wait for `one`
-        assert {i.ref_id for i in first}.isdisjoint({i.ref_id for i in second})
-        assert len(second) == 6
-        await tx1.commit()
-        assert await store.claim_due(two, now, never, 100) == []
-        assert await setup.fetchval("SELECT sum(command_count) FROM deadlines") == 10
-    finally:
-        for c in (setup, one, two):
-            await c.close()
+# test_claim_due_skips_rows_another_sweeper_holds moved to tests/component/test_expiry_sweep.py
 
 
 # ---------------------------------------------------------------- licences and services

@@ -31,7 +31,7 @@ def _order_paid(org_id: str, order_id: str, paid_at: datetime):
         order_id=order_id, org_id=org_id, lines=[line], total=Decimal("100.00"), price_book_version="test",
         placed_at=paid_at, paid_at=paid_at, payment_ref="pay-1", imported=True,
     )
-    return new_event("aimis.orders.order_paid", org_id, data, "/aimis/order")
+    return new_event(org_id, data, "/aimis/order")
 
 
 def _use(org_id: str, quantity: int, occurred_at: datetime):
@@ -40,7 +40,7 @@ def _use(org_id: str, quantity: int, occurred_at: datetime):
         usage_id=usage_id, org_id=org_id, resource="cloud_inspection", quantity=quantity,
         occurred_at=occurred_at, received_at=datetime.now(timezone.utc), inspection_id=f"insp-{usage_id[:8]}",
     )
-    return new_event("aimis.metering.deduction_requested", org_id, data, "/aimis/metering", id=usage_id)
+    return new_event(org_id, data, "/aimis/metering", id=usage_id)
 
 
 async def test_lot_remainder_forfeited_after_grace_and_late_use_within_grace_drawn_from_it(

@@ -34,7 +34,7 @@ def _reminder(rt: Runtime, org: str):
     data = ExpiryUpcomingData(
         org_id=org, kind="lot", ref_id="lot-1", expires_at=datetime.now(timezone.utc), days_before=7
     )
-    return rt.event("aimis.notifications.expiry_upcoming", org, data)
+    return rt.event(org, data)
 
 
 def _effect_handler(rt: Runtime, seen: list):

@@ -115,7 +115,7 @@ async def test_fulfilment_on_the_ledger_clears_the_overdue_order_and_its_count(s
     await svc.gauges_become(overdue=1, oldest_s=(SLA + timedelta(minutes=5)).total_seconds())
 
     fulfilled_at = svc.clock.now()
-    event = new_event("aimis.ledger.order_fulfilled", org_id, OrderFulfilledData(
+    event = new_event(org_id, OrderFulfilledData(
         org_id=org_id, order_id=order["order_id"], fulfilled_at=fulfilled_at), "/aimis/entitlement")
     p = await producer(svc.settings.kafka_bootstrap)
     try:

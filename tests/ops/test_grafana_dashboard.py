@@ -40,7 +40,6 @@ EXPECTED_LATER = {
     "aimis_consumer_lag": "SPEC 7.2: lag per topic and partition",
     "aimis_outbox_oldest_unsent_seconds": "SPEC 7.2: age of the oldest unsent outbox row",
     "aimis_outbox_parked_total": "SPEC 7.2: parked outbox rows",
-    "aimis_dead_letters_total": "SPEC 7.2: dead letters per topic and reason",
 }
 
 

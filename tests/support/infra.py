@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +114,44 @@ def _containers() -> Iterator[Infra]:
     ) as p:
         dsn = p.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
         yield Infra(k.get_bootstrap_server(), dsn, "testcontainers")
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[tuple[str, bool]]:
+    """PostgreSQL only (the component tier): AIMIS_DATABASE_URL, a container, or deploy/local.
+    Yields (dsn, throwaway): a throwaway server is removed whole afterwards."""
+    if env := os.environ.get("AIMIS_DATABASE_URL"):
+        yield env, False
+    elif _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16", username="postgres", password="postgres", dbname="aimis") as p:
+            yield p.get_connection_url().replace("postgresql+psycopg2://", "postgresql://"), True
+    else:
+        work = Path(tempfile.mkdtemp(prefix="aimis-pg-"))
+        os.chmod(work, 0o755)
+        port = free_port()
+        try:
+            subprocess.run([str(LOCAL / "postgres.sh"), "start", str(work / "pg"), str(port)], check=True)
+            yield f"postgresql://postgres@127.0.0.1:{port}/aimis", True
+        finally:
+            _stop_now(work / "pg")
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _stop_now(pg: Path, wait_s: float = 15.0) -> None:
+    """Stop a throwaway cluster without its shutdown checkpoint (SIGQUIT to its postmaster: an
+    immediate shutdown; the data is deleted next), else the ordinary way."""
+    try:
+        pid = int((pg / "data" / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)  # raises once the postmaster is gone
+            time.sleep(0.05)
+    except (OSError, ValueError, IndexError):
+        return  # gone (ProcessLookupError) or never started
+    subprocess.run([str(LOCAL / "postgres.sh"), "stop", str(pg)], check=False)
 
 
 @contextlib.contextmanager

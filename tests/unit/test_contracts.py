@@ -9,6 +9,7 @@ import pytest
 from contracts import export
 from contracts.events import (
     EVENT_TYPES,
+    USAGE_AI_REVIEW,
     EventError,
     OrderLineData,
     UsageData,
@@ -31,8 +32,8 @@ def test_every_event_type_is_its_topic_stem_plus_kind():
             assert t.startswith("aimis.metering.")
         elif topic == "aimis.expiry.commands.v1":
             assert t.startswith("aimis.expiry.")
-        elif topic == "aimis.entitlement.dlq.v1":
-            assert t.startswith("aimis.entitlement.")
+        elif topic.endswith(".dlq.v1"):  # aimis.<service>.dlq.v1 carries aimis.<service>.dead_letter
+            assert t == topic.removesuffix(".dlq.v1") + ".dead_letter", (t, topic)
         else:
             assert t.startswith(stem + "."), (t, topic)
 
@@ -74,6 +75,21 @@ def test_money_serializes_as_two_place_string():
     assert json.loads(line.model_dump_json())["price"] == "1200.00"
 
 
-def test_new_event_rejects_unknown_type():
+def test_new_event_rejects_a_type_that_is_not_the_models():
     with pytest.raises(KeyError):
-        new_event("aimis.nope", "o", UsageData(inspection_id="x"), "/t", time=datetime.now(timezone.utc))
+        new_event("o", UsageData(inspection_id="x"), "/t", type="aimis.nope", time=datetime.now(timezone.utc))
+    with pytest.raises(KeyError):
+        new_event("o", UsageData(inspection_id="x"), "/t", type="aimis.ledger.order_fulfilled")
+
+
+def test_a_shared_data_model_needs_its_type_named():
+    with pytest.raises(ValueError):
+        new_event("o", UsageData(inspection_id="x"), "/t")
+    ev = new_event("o", UsageData(inspection_id="x"), "/t", type=USAGE_AI_REVIEW)
+    assert ev.type == USAGE_AI_REVIEW
+
+
+def test_every_event_type_is_derived_from_its_model():
+    for t, (topic, model) in EVENT_TYPES.items():
+        assert model.event_types()[t] == topic
+        assert model.TYPE in ("", t)

@@ -1,0 +1,361 @@
+"""One consumer shape for every Kafka consumer of every service.
+
+A service declares a `Subscription`: its topic, the event data models it processes (`accepts`)
+and those it ignores (`ignores`: valid, counted, skipped; any other type is bad input), the
+inbox stream and key, its `policy`, and its rejection path (`rejects`). `Consumer` does the rest,
+the same way for everyone:
+
+    raw records --decode once--> Accepted(event) | Bad(reason) | ignored
+                --screen (optional, before the transaction: may turn Accepted into Bad)-->
+    one transaction:
+        lock (optional) -> inbox claim of the accepted events' keys: first occurrences only,
+        also within the batch -> policy(conn, events, now) returns events -> outbox;
+        bad records -> inbox claim of their position -> rejection path returns events -> outbox
+    commit; then the transport (shared/kafka.batch_consumer) commits the offsets.
+
+A policy returns events and never writes the outbox itself; it may change its own state through
+its store (inside the transaction it is given). Bad input never raises: it leaves through the
+rejection path, once per record even when its batch is redelivered.
+
+Nothing blocks (SPEC 7.2). When a batch fails for a reason retrying will not cure
+(`unprocessable`: a data or encoding error from PostgreSQL, an overflow, a serialization error),
+the batch is bisected and each half processed on its own, down to the failing record; that record
+is tried alone at most `ALONE_ATTEMPTS` times and then goes, with reason `UNPROCESSABLE`, to the
+rejection path, while every other record of the batch takes effect. Any other failure (database or
+broker unreachable) propagates: the transport rewinds the batch, after a capped exponential
+back-off, and nothing is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import asyncpg
+from aiokafka import ConsumerRecord
+from prometheus_client import Counter
+
+from contracts.events import (
+    ORG_ID_PATTERN,
+    CloudEvent,
+    DeadLetterData,
+    EventData,
+    EventError,
+    dead_letter_type,
+    parse_event,
+    types_of,
+)
+from shared import inbox, outbox
+from shared.kafka import record_text
+
+if TYPE_CHECKING:
+    from shared.service import Runtime
+
+log = logging.getLogger(__name__)
+
+RECORDS = Counter(
+    "aimis_consumer_records_total", "Consumed records by what became of them",
+    ["service", "topic", "outcome"],  # processed | duplicate | ignored | rejected
+)
+DEAD_LETTERS = Counter(
+    "aimis_dead_letters_total", "Records sent to a service's dead-letter topic", ["service", "topic", "reason"]
+)
+
+ISOLATED = Counter(
+    "aimis_consumer_isolated_total", "Batches that failed for good and were bisected to isolate a record",
+    ["service", "topic"],
+)
+
+_ORG = re.compile(ORG_ID_PATTERN)
+ALONE_ATTEMPTS = 3  # a record that fails for good alone is tried this often, then dead-lettered
+BACKOFF_BASE_S, BACKOFF_CAP_S = 0.5, 30.0
+# SQLSTATE classes retrying cannot cure: data exception, integrity violation, program limit exceeded
+_PERMANENT_SQLSTATE = ("22", "23", "54")
+
+
+def unprocessable(e: BaseException) -> bool:
+    """True when processing failed for a reason that retrying will not cure (SPEC 7.2). Connection
+    loss, timeouts, serialization failures and deadlocks (SQLSTATE 40) are transient."""
+    if isinstance(e, asyncpg.PostgresError):
+        return str(getattr(e, "sqlstate", "") or "")[:2] in _PERMANENT_SQLSTATE
+    # asyncpg's client-side DataError (an argument it cannot encode) is a ValueError
+    return isinstance(e, (ValueError, ArithmeticError, RecursionError))
+
+
+# ---------------------------------------------------------------- what a record decodes to
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    record: ConsumerRecord
+    event: CloudEvent[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Bad:
+    """A record this consumer cannot process, and why. `info`: what a service's own decoder could
+    still read from it (metering keeps its Rejection there)."""
+
+    record: ConsumerRecord
+    reason: str
+    detail: str
+    info: Any = None
+
+    @property
+    def position(self) -> str:
+        return f"{self.record.topic}:{self.record.partition}:{self.record.offset}"
+
+    def subject(self) -> str:
+        """The org to key a rejection by: the record key when it is a valid org id, else 'unknown'."""
+        key = (self.record.key or b"").decode("utf-8", errors="replace")
+        return key if _ORG.match(key) else "unknown"
+
+
+Decoded = Accepted | Bad | None  # None: a valid event of a type this consumer ignores
+
+Policy = Callable[[asyncpg.Connection, list[CloudEvent[Any]], datetime], Awaitable[Sequence[CloudEvent[Any]]]]
+Lock = Callable[[asyncpg.Connection, list[CloudEvent[Any]]], Awaitable[None]]
+
+
+class Rejects(Protocol):
+    """A rejection path: turns fresh bad records into events (a dead letter, a rejected usage)."""
+
+    stream: str  # inbox stream of the rejected records' keys
+
+    def key(self, bad: Bad) -> str: ...
+
+    async def __call__(self, conn: asyncpg.Connection, bad: list[Bad], now: datetime) -> Sequence[CloudEvent[Any]]: ...
+
+    def committed(self, bad: list[Bad]) -> None:
+        """Count and log what was rejected, once the transaction committed."""
+
+
+@dataclass
+class Tally:
+    """What one batch came to (counted after its commit)."""
+
+    processed: int = 0
+    duplicate: int = 0
+    ignored: int = 0
+    rejected: int = 0
+
+
+def event_id(event: CloudEvent[Any]) -> str:
+    return event.id
+
+
+def subject_and_id(event: CloudEvent[Any]) -> str:
+    """Inbox key per organisation (SPEC 7.3): two orgs may use the same event id. An org id has no
+    ':' so the key is unambiguous."""
+    return f"{event.subject}:{event.id}"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What a service declares about one consumer."""
+
+    topic: str
+    accepts: tuple[type[EventData], ...]
+    stream: str  # inbox stream of the accepted events' keys
+    policy: Policy
+    rejects: Rejects
+    ignores: tuple[type[EventData], ...] = ()
+    key: Callable[[CloudEvent[Any]], str] = event_id
+    # "first": claim before the policy, pass first occurrences only. "on_effect": pass each new
+    # first occurrence alone and claim it only when the policy emitted something (a command that
+    # arrives early must not burn its id).
+    claim: Literal["first", "on_effect"] = "first"
+    lock: Lock | None = None  # inside the transaction, before the inbox claim
+    check: Callable[[CloudEvent[Any]], tuple[str, str] | None] | None = None  # (reason, detail) when bad
+    decode: Callable[[ConsumerRecord, datetime], Decoded] | None = None  # replaces the default decoder
+    screen: Callable[[list[Decoded]], Awaitable[list[Decoded]]] | None = None  # before the transaction
+    after_commit: Callable[[Tally], None] | None = None
+    _allowed: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_allowed", types_of(*self.accepts, *self.ignores))
+
+    def decode_record(self, record: ConsumerRecord, now: datetime) -> Decoded:
+        if self.decode is not None:
+            return self.decode(record, now)
+        try:
+            event = parse_event(record.value or b"", allowed=set(self._allowed))
+        except EventError as e:
+            return Bad(record, e.reason, e.detail)
+        except Exception as e:  # noqa: BLE001 - bad input never stops the consumer (e.g. RecursionError)
+            return Bad(record, "MALFORMED", repr(e)[:2000])
+        if not isinstance(event.data, self.accepts):
+            return None
+        problem = self.check(event) if self.check is not None else None
+        return Bad(record, *problem) if problem else Accepted(record, event)
+
+
+class Consumer:
+    """The batch handler of one subscription (the transport calls it with raw records)."""
+
+    def __init__(self, rt: Runtime, sub: Subscription):
+        self.rt, self.sub = rt, sub
+        self.failures = 0  # consecutive transient failures (for the back-off)
+
+    async def __call__(self, records: list[ConsumerRecord]) -> None:
+        now = self.rt.clock.now()
+        try:
+            decoded = [self.sub.decode_record(r, now) for r in records]
+            if self.sub.screen is not None:
+                decoded = await self.sub.screen(decoded)
+            tally = Tally(ignored=sum(1 for d in decoded if d is None))
+            fresh_bad = await self.isolating(decoded, now, tally)
+        except Exception:
+            self.failures += 1
+            await asyncio.sleep(self.backoff_s())
+            raise  # the transport rewinds the batch
+        self.failures = 0
+        self._count(tally, fresh_bad)
+
+    def backoff_s(self) -> float:
+        return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** (self.failures - 1))
+
+    async def isolating(self, decoded: Sequence[Decoded], now: datetime, tally: Tally) -> list[Bad]:
+        """`process`, isolating a record that fails for good: bisect, then try it alone, then
+        reject it as UNPROCESSABLE. Transient failures propagate."""
+        try:
+            return await self.process(decoded, now, tally)
+        except Exception as e:
+            if not unprocessable(e):
+                raise
+            items = [d for d in decoded if d is not None]
+            if len(items) > 1:
+                ISOLATED.labels(self.rt.name, self.sub.topic).inc()
+                mid = len(items) // 2
+                return await self.isolating(items[:mid], now, tally) + await self.isolating(items[mid:], now, tally)
+            if not items:
+                raise
+            return await self._alone(items[0], e, now, tally)
+
+    async def _alone(self, item: Accepted | Bad, error: Exception, now: datetime, tally: Tally) -> list[Bad]:
+        for _ in range(ALONE_ATTEMPTS - 1):  # the failure that led here was the first attempt alone
+            try:
+                return await self.process([item], now, tally)
+            except Exception as e:
+                if not unprocessable(e):
+                    raise
+                error = e
+        log.error("record %s:%s:%s fails for good (%r); rejected as UNPROCESSABLE", item.record.topic,
+                  item.record.partition, item.record.offset, error, extra={"topic": item.record.topic})
+        return await self.process([Bad(item.record, "UNPROCESSABLE", repr(error)[:2000])], now, tally)
+
+    async def process(self, decoded: Sequence[Decoded], now: datetime, tally: Tally) -> list[Bad]:
+        """One transaction: claim, policy, rejection path, outbox. Returns the bad records
+        rejected now (not already by an earlier delivery)."""
+        sub = self.sub
+        events = [d.event for d in decoded if isinstance(d, Accepted)]
+        bad = [d for d in decoded if isinstance(d, Bad)]
+        if not events and not bad:
+            return []
+        async with self.rt.pool.acquire() as conn, conn.transaction():
+            if sub.lock is not None and events:
+                await sub.lock(conn, events)
+            out: list[CloudEvent[Any]] = []
+            if sub.claim == "first":
+                todo = await first_occurrences(conn, sub.stream, events, sub.key)
+                if todo:
+                    out += await sub.policy(conn, todo, now)
+            else:
+                todo = []
+                for e in _unique(events, sub.key):
+                    emitted = await sub.policy(conn, [e], now)
+                    if not emitted:
+                        continue
+                    if not await inbox.claim_one(conn, sub.stream, sub.key(e)):
+                        raise RuntimeError(f"{e.type} {e.id} took effect twice")  # state checks prevent it
+                    todo.append(e)
+                    out += emitted
+            fresh = await inbox.claim(conn, sub.rejects.stream, [sub.rejects.key(b) for b in bad])
+            fresh_bad = [b for b in bad if _take(fresh, sub.rejects.key(b))]
+            if fresh_bad:
+                out += await sub.rejects(conn, fresh_bad, now)
+            await outbox.add(conn, out)
+        tally.processed += len(todo)
+        tally.duplicate += len(events) - len(todo)
+        tally.rejected += len(fresh_bad)
+        return fresh_bad
+
+    def _count(self, tally: Tally, fresh_bad: list[Bad]) -> None:
+        labels = (self.rt.name, self.sub.topic)
+        for outcome in ("processed", "duplicate", "ignored", "rejected"):
+            if n := getattr(tally, outcome):
+                RECORDS.labels(*labels, outcome).inc(n)
+        if fresh_bad:
+            self.sub.rejects.committed(fresh_bad)
+        if self.sub.after_commit is not None:
+            self.sub.after_commit(tally)
+
+
+async def first_occurrences(
+    conn: asyncpg.Connection, stream: str, events: list[CloudEvent[Any]], key: Callable[[CloudEvent[Any]], str]
+) -> list[CloudEvent[Any]]:
+    """Claim the events' keys on `stream`; return the first occurrence of each key not seen before,
+    in stream order (a repeat inside the batch is a duplicate too)."""
+    if not events:
+        return []
+    keys = [key(e) for e in events]
+    new = await inbox.claim(conn, stream, keys)
+    return [e for e, k in zip(events, keys, strict=True) if _take(new, k)]
+
+
+def _take(keys: set[str], k: str) -> bool:
+    if k in keys:
+        keys.discard(k)
+        return True
+    return False
+
+
+def _unique(events: list[CloudEvent[Any]], key: Callable[[CloudEvent[Any]], str]) -> list[CloudEvent[Any]]:
+    seen: set[str] = set()
+    return [e for e in events if not (key(e) in seen or seen.add(key(e)))]  # type: ignore[func-returns-value]
+
+
+class DeadLetters:
+    """The rejection path to a service's dead-letter topic `aimis.<service>.dlq.v1`: one
+    `DeadLetterData` per bad record, keyed by the record's org when it has one; once per record
+    (inbox stream `dead_letter`, key topic:partition:offset)."""
+
+    stream = "dead_letter"
+
+    def __init__(self, rt: Runtime, service: str | None = None):
+        self.rt = rt
+        self.service = service or rt.name
+        self.type = dead_letter_type(self.service)
+
+    def key(self, bad: Bad) -> str:
+        return bad.position
+
+    async def __call__(self, conn: asyncpg.Connection, bad: list[Bad], now: datetime) -> list[CloudEvent[Any]]:
+        return [self.letter(b, now) for b in bad]
+
+    def letter(self, b: Bad, now: datetime) -> CloudEvent[Any]:
+        r = b.record
+        data = DeadLetterData(
+            reason=b.reason, detail=b.detail[:2000], topic=r.topic, partition=r.partition,
+            offset=r.offset, received_at=now, original=_original(r),
+        )
+        return self.rt.event(b.subject(), data, type=self.type)
+
+    def committed(self, bad: list[Bad]) -> None:
+        for b in bad:
+            r = b.record
+            DEAD_LETTERS.labels(self.service, r.topic, b.reason).inc()
+            log.warning("dead letter from %s[%s]@%s: %s %s", r.topic, r.partition, r.offset, b.reason,
+                        b.detail[:500], extra={"topic": r.topic, "reason": b.reason})
+
+
+def _original(record: ConsumerRecord) -> Any:
+    try:
+        return record_text(record)
+    except RecursionError:  # nested too deep for json: keep the raw text
+        return (record.value or b"").decode("utf-8", errors="replace")
