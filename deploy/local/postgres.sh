@@ -23,12 +23,14 @@ start() {
   mkdir -p "$dir"
   if [ "$(id -u)" = "0" ]; then chown postgres:postgres "$dir"; fi
   if [ ! -f "$dir/data/PG_VERSION" ]; then
+    echo "postgres: creating a database cluster in $dir/data (initdb, first start only)"
     as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 > "$dir/initdb.log" 2>&1
   fi
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c shared_buffers=256MB" start > /dev/null
   as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='aimis'" | grep -q 1 \
-    || as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE aimis"
+    || { echo "postgres: creating the database aimis"
+         as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE aimis"; }
 }
 
 stop() {
