@@ -100,20 +100,35 @@ is_debian() {
   case " $id $like " in *" debian "*|*" ubuntu "*) command -v "$APT_GET" >/dev/null ;; *) return 1 ;; esac
 }
 
+# Before apt-get installs Debian's postgresql: its postinst would create and (under systemd) start a
+# "main" cluster on port 5432, the port `make up` gives its own server. Ask postgresql-common not to
+# (a drop-in it reads; no package's file is edited). Only when this installer brings PostgreSQL.
+before_apt() {
+  local dropin=/etc/postgresql-common/createcluster.d/aimis-billing.conf
+  if [[ " $* " == *" postgresql "* ]] && [ ! -e "$dropin" ] && [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    say "postgresql: Debian's default cluster is not created (it would take port 5432 from make up): $dropin"
+    "${SUDO[@]}" mkdir -p "$(dirname "$dropin")"
+    printf '# Written by AIMIS Billing deploy/setup/install.sh: the project runs its own PostgreSQL servers.\ncreate_main_cluster = false\n' \
+      | "${SUDO[@]}" tee "$dropin" > /dev/null
+  fi
+}
+
 apt_install() {
-  local -a sudo=() pkgs=("$@")
+  local -a pkgs=("$@")
   local log="$AIMIS_CACHE/setup/apt.log" rc
   mkdir -p "$AIMIS_CACHE/setup"
+  SUDO=()
   if [ "$(id -u)" != "0" ]; then
     if command -v sudo >/dev/null; then
-      sudo=(sudo)
+      SUDO=(sudo)
       say "apt-get needs root: asking sudo"
     else
       say "not root and no sudo; run as root: apt-get update && apt-get install -y --no-install-recommends ${pkgs[*]}"
       exit 1
     fi
   fi
-  local -a apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive "$APT_GET" -q -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
+  before_apt "${pkgs[@]}"
+  local -a apt=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive "$APT_GET" -q -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
   # Lists are fetched first on a machine that has none (fresh images), else only when the install fails.
   local updated=no
   if ! ls "$APT_LISTS" 2>/dev/null | grep -q '_Packages'; then
@@ -247,7 +262,7 @@ doctor() {
   local root; root="$(cd "$HERE/../.." && pwd)"
   local venv="created" jars
   ls "$root"/.venv/.installed-* >/dev/null 2>&1 || venv="not yet (make install, ~1 min)"
-  jars=$(ls -d "$AIMIS_CACHE"/kafka-*/.complete 2>/dev/null | head -1)
+  jars=$(ls -d "$AIMIS_CACHE"/kafka-*/.complete 2>/dev/null | head -1 || true)
   printf '%-13s %s\n' ".venv" "$venv"
   printf '%-13s %s\n' "kafka jars" "${jars:+$(dirname "$jars")}"
   [ -n "$jars" ] || printf '%-13s %s\n' "" "not yet (make jars: Maven downloads them into $AIMIS_CACHE, ~1 min)"
