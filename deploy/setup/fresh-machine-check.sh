@@ -61,6 +61,7 @@ command -v debootstrap >/dev/null || {
 CACHE="${AIMIS_CACHE:-$HOME/.cache/aimis}/debootstrap"
 mkdir -p "$CACHE"
 ROOT="$(mktemp -d /tmp/aimis-fresh.XXXXXX)"
+chmod 755 "$ROOT"  # the fresh machine's /, which every user (postgres too) must traverse
 T0=$(date +%s)
 
 cleanup() {

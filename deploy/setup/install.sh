@@ -139,9 +139,13 @@ apt_install() {
   while :; do
     say "apt-get install ${pkgs[*]} (log: $log)"
     set +e
+    # Progress: apt's totals, a line every 20 packages fetched and unpacked, the requested ones set up.
     "${apt[@]}" install -y --no-install-recommends "${pkgs[@]}" 2>&1 | tee -a "$log" \
-      | grep --line-buffered -E '^(Need to get|After this operation|E:|Setting up ('"$(IFS='|'; echo "${pkgs[*]}")"')[ :])' \
-      | sed -u 's/^/  /'
+      | awk -v want=" ${pkgs[*]} " '
+          /^Get:/ { if (++got % 20 == 0) { printf "  apt: %d packages downloaded\n", got; fflush() } next }
+          /^Unpacking / { if (++unp % 20 == 0) { printf "  apt: %d packages unpacked\n", unp; fflush() } next }
+          /^(Need to get|After this operation|E:)/ { print "  " $0; fflush(); next }
+          /^Setting up / { p = $3; sub(/:.*/, "", p); if (index(want, " " p " ")) { print "  " $0; fflush() } }'
     rc=${PIPESTATUS[0]}
     set -e
     [ "$rc" -eq 0 ] && return 0
