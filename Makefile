@@ -36,11 +36,12 @@ $(STAMP): pyproject.toml | setup
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	@test -x $(PY) || { echo "python: creating $(VENV) with $(PYTHON) -m venv"; $(PYTHON) -m venv $(VENV); }
 	@echo "python: installing the project and its test dependencies into $(VENV) (first run, or pyproject.toml changed)"
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install --progress-bar off -e '.[test]' 2>&1 | tee $(VENV)/pip.log \
+	@t0=$$(date +%s); $(PY) -m pip install -q --upgrade pip; \
+	$(PY) -m pip install --progress-bar off -e '.[test]' 2>&1 | tee $(VENV)/pip.log \
 	  | { grep --line-buffered -E '^(Collecting|Successfully installed)' || true; } \
 	  | sed -u -e 's/^Collecting \([^ ]*\).*/  python: fetching \1/' -e 's/^Successfully installed .*/  python: packages installed/' \
-	  || { tail -30 $(VENV)/pip.log; echo "pip install failed (log: $(VENV)/pip.log)"; exit 1; }
+	  || { tail -30 $(VENV)/pip.log; echo "pip install failed (log: $(VENV)/pip.log)"; exit 1; }; \
+	echo "python: .venv ready ($$(( $$(date +%s) - t0 )) s)"
 	@rm -f $(VENV)/.installed-*; touch $@
 
 ## jars: the Kafka broker's jars from Maven Central into ~/.cache/aimis (once)

@@ -25,7 +25,7 @@ fetch() {
   rc=${PIPESTATUS[0]}
   set -e
   if [ "$rc" -ne 0 ]; then tail -40 "$CACHE/mvn.log" >&2; echo "kafka.sh: Maven failed (log: $CACHE/mvn.log)" >&2; exit 1; fi
-  echo "kafka: $(ls "$LIB" | wc -l) jars in $LIB"
+  echo "kafka: $(ls "$LIB" | wc -l) jars in $LIB ($SECONDS s)"
   touch "$CACHE/.complete"
 }
 

@@ -211,7 +211,7 @@ ensure() {
       [ "$P_STATUS" = ok ] || still+=("${N_NAME[$i]} ($P_STATUS${P_VERSION:+ $P_VERSION})")
     done
     if [ "${#still[@]}" -gt 0 ]; then say "still missing after apt-get: ${still[*]}; see make doctor"; exit 1; fi
-    say "installed: ${pkgs[*]}"
+    say "installed: ${pkgs[*]} (${SECONDS} s)"
   fi
   postgres_user
 
