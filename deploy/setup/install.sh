@@ -224,7 +224,6 @@ ensure() {
   done
 
   mkdir -p "$STAMP_DIR"
-  rm -f "$STAMP_DIR"/ok-*
   touch "$STAMP_DIR/ok-$(fingerprint)"
 }
 

@@ -54,15 +54,32 @@ def test_doctor_names_java_missing_when_its_executable_does_not_exist(cache: str
     assert curl[1] == "ok" and curl[2][0].isdigit() and curl[3].startswith("/")
 
 
-def test_doctor_on_a_path_without_java(tmp_path: Path, cache: str) -> None:
-    # A PATH holding only the commands the script itself runs: java, mvn, pg_ctl, curl are absent.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in ("bash", "sh", "env", "sed", "awk", "grep", "sort", "head", "tail", "cut", "timeout",
-                 "stat", "cksum", "id", "getent", "basename", "dirname", "ls", "cat", "readlink"):
+def test_make_doctor_runs_the_same_check(cache: str) -> None:
+    e = dict(os.environ, AIMIS_PREREQ_MAVEN="/nonexistent/mvn", AIMIS_CACHE=cache)
+    r = subprocess.run(["make", "-s", "--no-print-directory", "doctor"], cwd=ROOT, env=e,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert line_of(r.stdout, "maven").split()[1] == "MISSING"
+    assert line_of(r.stdout, "java").split()[1] == "ok"
+
+
+SCRIPT_TOOLS = ("bash", "sh", "env", "sed", "awk", "grep", "sort", "head", "tail", "cut", "timeout", "stat",
+                "cksum", "id", "getent", "basename", "dirname", "ls", "cat", "readlink", "mkdir", "touch", "tee")
+
+
+def bare_path(bin_dir: Path, *, without: tuple[str, ...] = ()) -> str:
+    """A PATH holding only the commands install.sh itself runs (less `without`)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for tool in SCRIPT_TOOLS:
         found = shutil.which(tool)
-        if found:
+        if found and tool not in without:
             (bin_dir / tool).symlink_to(found)
+    return str(bin_dir)
+
+
+def test_doctor_on_a_path_without_java(tmp_path: Path, cache: str) -> None:
+    # java, mvn, pg_ctl, curl are absent from this PATH.
+    bin_dir = Path(bare_path(tmp_path / "bin"))
     r = run("doctor", PATH=str(bin_dir), AIMIS_CACHE=cache, AIMIS_PREREQ_POSTGRESQL="pg_ctl")
     assert r.returncode == 1, r.stdout + r.stderr
     assert line_of(r.stdout, "java").split()[1:3] == ["MISSING", "-"]
@@ -188,3 +205,43 @@ esac
     after = run("doctor", env=env)
     assert after.returncode == 0, after.stdout
     assert line_of(after.stdout, "hammer").split()[1:4] == ["ok", "3.1.4", f"{cache}/bin/hammer"]
+
+
+def as_user_1000(tmp_path: Path, with_sudo: bool) -> tuple[dict[str, str], Path]:
+    """Environment of a non-root user on Debian whose machine lacks ghost-tool; apt-get is faked."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "fake"
+    executable(fake / "id", f'if [ "$1" = -u ]; then echo 1000; else exec {shutil.which("id")} "$@"; fi\n')
+    if with_sudo:
+        executable(fake / "sudo", f'echo "sudo $*" >> {calls}; exec "$@"\n')
+    apt = executable(tmp_path / "apt-get", f'echo "apt-get $*" >> {calls}\n')
+    osr = tmp_path / "os-release"
+    osr.write_text("ID=debian\n")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "mirror_dists_x_main_binary-amd64_Packages").write_text("")
+    path = f"{fake}:{bare_path(tmp_path / 'bin', without=('id', 'sudo'))}"
+    env = dict(os.environ, PATH=path, AIMIS_CACHE=str(tmp_path / "cache"),
+               AIMIS_SETUP_LIST=fake_list(tmp_path, ["ghost | - | ghost-tool --version | ghost-pkg | haunts"]),
+               AIMIS_SETUP_TOOLS=str(tmp_path / "none"), AIMIS_SETUP_OS_RELEASE=str(osr),
+               AIMIS_SETUP_APT_GET=str(apt), AIMIS_SETUP_APT_LISTS=str(lists))
+    return env, calls
+
+
+def test_a_non_root_user_installs_through_sudo(tmp_path: Path) -> None:
+    env, calls = as_user_1000(tmp_path, with_sudo=True)
+    r = run("ensure", env=env)
+    assert r.returncode == 1  # the fake apt-get brings nothing
+    assert "asking sudo" in r.stdout
+    first = calls.read_text().splitlines()[0].split()
+    assert first[:3] == ["sudo", "env", "DEBIAN_FRONTEND=noninteractive"]
+    assert first[-4:] == ["install", "-y", "--no-install-recommends", "ghost-pkg"]
+
+
+def test_a_non_root_user_without_sudo_is_told_the_command(tmp_path: Path) -> None:
+    env, calls = as_user_1000(tmp_path, with_sudo=False)
+    r = run("ensure", env=env)
+    assert r.returncode == 1
+    assert r.stdout.splitlines()[-1] == (
+        "setup: not root and no sudo; run as root: apt-get update && apt-get install -y --no-install-recommends ghost-pkg")
+    assert not calls.exists()
