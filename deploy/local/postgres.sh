@@ -48,7 +48,7 @@ start() {
 
 stop() {
   local dir bin
-  dir=$(readlink -f "$1")
+  dir=$(readlink -f "$1" || echo "$1")
   [ -f "$dir/data/postmaster.pid" ] || return 0
   bin=$(find_bin)
   as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop > /dev/null || true
