@@ -25,7 +25,18 @@ fetch() {
   command -v mvn >/dev/null || { echo "kafka.sh: Maven (mvn) is required to fetch the broker jars" >&2; exit 1; }
   command -v java >/dev/null || { echo "kafka.sh: Java 17+ is required" >&2; exit 1; }
   mkdir -p "$LIB"
-  mvn -q -B -f "$here/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$LIB" -Dkafka.version="$KAFKA_VERSION"
+  echo "kafka: fetching the Kafka $KAFKA_VERSION broker's jars with Maven into $LIB (first run only)"
+  # Progress: a line every 25 files Maven downloads (its own plugins included); the full log on failure.
+  local rc
+  set +e
+  mvn -B -f "$here/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$LIB" -Dkafka.version="$KAFKA_VERSION" 2>&1 \
+    | tee "$CACHE/mvn.log" \
+    | awk '/Downloaded from/ { n++; if (n % 25 == 0) { printf "  kafka: %d files downloaded\n", n; fflush() } }
+           END { if (n % 25) printf "  kafka: %d files downloaded\n", n }'
+  rc=${PIPESTATUS[0]}
+  set -e
+  if [ "$rc" -ne 0 ]; then tail -40 "$CACHE/mvn.log" >&2; echo "kafka.sh: Maven failed (log: $CACHE/mvn.log)" >&2; exit 1; fi
+  echo "kafka: $(ls "$LIB" | wc -l) jars in $LIB ($SECONDS s)"
   touch "$CACHE/.complete"
 }
 

@@ -1,6 +1,6 @@
 """The console as a fifth process on the session's stack, and one headless Chromium for all tests.
 
-Debian's chromium and chromium-driver (deploy/setup/apt-packages.txt) driven by Selenium; the
+Debian's chromium and chromium-driver (deploy/setup/prerequisites.txt) driven by Selenium; the
 driver and browser paths are given, so Selenium Manager never looks for (or downloads) anything.
 Every test saves a screenshot under test-artifacts/browser/ (git-ignored).
 """
@@ -43,8 +43,8 @@ async def console(stack: Stack) -> AsyncIterator[str]:
 
 def _chrome(javascript: bool = True) -> tuple[object, str]:
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("browser tests need Debian's chromium and chromium-driver: "
-                    "apt-get install -y $(grep -v '^#' deploy/setup/apt-packages.txt | cut -d'#' -f1)")
+        pytest.fail("browser tests need Debian's chromium and chromium-driver: `make setup` installs them "
+                    "(deploy/setup/prerequisites.txt), or apt-get install -y chromium chromium-driver")
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager: never download
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

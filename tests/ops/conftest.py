@@ -1,7 +1,7 @@
 """Operations tooling for the chart and alert tests: helm and promtool, installed when missing.
 
 A missing tool fails these tests (never skips them): helm is built by deploy/setup/tools.d/helm.sh
-(pinned, idempotent); promtool comes from Debian's `prometheus` package (deploy/setup/apt-packages.txt),
+(pinned, idempotent); promtool comes from Debian's `prometheus` package (deploy/setup/prerequisites.txt),
 installed here with apt-get when the tests run as root, else the failure names the command.
 """
 
@@ -49,6 +49,6 @@ def promtool() -> str:
         found = _find_promtool()
     if found is None:
         pytest.fail("promtool is missing: install Debian's package with "
-                    "`apt-get update && apt-get install -y prometheus` (deploy/setup/apt-packages.txt)",
+                    "`apt-get update && apt-get install -y prometheus` (deploy/setup/prerequisites.txt)",
                     pytrace=False)
     return found

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# helm, for the chart in deploy/helm/aimis and its tests: built from its Go module at a pinned
-# version into ~/.cache/aimis/bin (AIMIS_CACHE moves it). Standalone and idempotent: does nothing
-# when that binary already reports the pinned version. Prints the binary's path.
+# why: the Helm chart's tests (helm lint, helm template), built from its Go module at a pinned version
+# helm into ~/.cache/aimis/bin (AIMIS_CACHE moves it). Idempotent: does nothing when that binary
+# already reports the pinned version.
+#   helm.sh check     exit 0 and print "<path> <version>" when the pinned helm is there (setup's contract)
+#   helm.sh install   build it when missing; helm.sh (no verb): the same, then print its path
 set -euo pipefail
 
 HELM_VERSION="${AIMIS_HELM_VERSION:-v3.22.0}"
@@ -11,6 +13,12 @@ HELM="$BIN_DIR/helm"
 have_pinned() {
     [ -x "$HELM" ] && [ "$("$HELM" version --template '{{.Version}}' 2>/dev/null)" = "$HELM_VERSION" ]
 }
+
+if [ "${1:-}" = check ]; then
+    have_pinned || exit 1
+    echo "$HELM $HELM_VERSION"
+    exit 0
+fi
 
 if ! have_pinned; then
     if ! command -v go >/dev/null 2>&1; then
