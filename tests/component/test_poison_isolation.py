@@ -20,22 +20,29 @@ from tests.component.conftest import NOW, Feed, runtime
 from tests.component.test_entitlement_consumers import deduction
 from tests.component.test_metering_consumers import KnownOrgs, use
 
+ORGS = ["org-a", "org-b", "org-c", "org-d"]
+
+
+async def feed_twice_with_org_b_poisoned(rt: Any, org_b_id: str) -> Feed:
+    """Four orgs' uses in one batch, org-b's with id `org_b_id`, fed twice (a redelivery); the
+    other three must be forwarded exactly once."""
+    await metering_store.add_known_orgs(rt.pool, [(o, NOW) for o in ORGS])
+    feed = Feed(rt, usage(rt, KnownOrgs()))  # type: ignore[arg-type]
+    batch = [feed.record(use("org-a", "u-1"), "org-a"), feed.record(use("org-b", org_b_id), "org-b"),
+             feed.record(use("org-c", "u-1"), "org-c"), feed.record(use("org-d", "u-2"), "org-d")]
+    await feed(*batch)
+    await feed(*batch)  # redelivered: nothing twice
+    forwarded = await feed.outbox(topics.DEDUCTIONS)
+    assert sorted((e["subject"], e["data"]["usage_id"]) for e in forwarded) == [
+        ("org-a", "u-1"), ("org-c", "u-1"), ("org-d", "u-2")]
+    return feed
+
 
 async def test_a_usage_id_with_a_nul_byte_is_rejected_malformed_and_the_other_orgs_are_billed(database, clock):
     """SPEC 7.1: control characters never reach PostgreSQL; the record is rejected on its own."""
     rt = await runtime("metering", METERING_MIGRATIONS, database, clock)
     try:
-        orgs = ["org-a", "org-b", "org-c", "org-d"]
-        await metering_store.add_known_orgs(rt.pool, [(o, NOW) for o in orgs])
-        feed = Feed(rt, usage(rt, KnownOrgs()))  # type: ignore[arg-type]
-        poison = feed.record(use("org-b", "u-\x00-1"), "org-b")  # valid JSON; PostgreSQL refuses NUL in text
-        batch = [feed.record(use("org-a", "u-1"), "org-a"), poison,
-                 feed.record(use("org-c", "u-1"), "org-c"), feed.record(use("org-d", "u-2"), "org-d")]
-        await feed(*batch)
-        await feed(*batch)  # redelivered: nothing twice
-        forwarded = await feed.outbox(topics.DEDUCTIONS)
-        assert sorted((e["subject"], e["data"]["usage_id"]) for e in forwarded) == [
-            ("org-a", "u-1"), ("org-c", "u-1"), ("org-d", "u-2")]
+        feed = await feed_twice_with_org_b_poisoned(rt, "u-\x00-1")  # valid JSON; PostgreSQL refuses NUL
         rejected = await feed.outbox(topics.USAGE_REJECTED)
         assert [(e["subject"], e["data"]["reason"], e["data"]["original"]["id"]) for e in rejected] == [
             ("org-b", "MALFORMED", "u-\x00-1")]
@@ -50,8 +57,6 @@ async def test_a_usage_postgresql_refuses_is_isolated_unprocessable_and_the_othe
     aggregate row, made to fail as a NUL byte would) is tried alone, then rejected UNPROCESSABLE."""
     rt = await runtime("metering", METERING_MIGRATIONS, database, clock)
     try:
-        orgs = ["org-a", "org-b", "org-c", "org-d"]
-        await metering_store.add_known_orgs(rt.pool, [(o, NOW) for o in orgs])
         real = metering_store.add_hourly
 
         async def refuses_org_b(conn: Any, org_ids: Any, *rest: Any) -> Any:
@@ -60,14 +65,7 @@ async def test_a_usage_postgresql_refuses_is_isolated_unprocessable_and_the_othe
             return await real(conn, org_ids, *rest)
 
         monkeypatch.setattr(metering_store, "add_hourly", refuses_org_b)
-        feed = Feed(rt, usage(rt, KnownOrgs()))  # type: ignore[arg-type]
-        batch = [feed.record(use("org-a", "u-1"), "org-a"), feed.record(use("org-b", "u-1"), "org-b"),
-                 feed.record(use("org-c", "u-1"), "org-c"), feed.record(use("org-d", "u-2"), "org-d")]
-        await feed(*batch)
-        await feed(*batch)  # redelivered: nothing twice
-        forwarded = await feed.outbox(topics.DEDUCTIONS)
-        assert sorted((e["subject"], e["data"]["usage_id"]) for e in forwarded) == [
-            ("org-a", "u-1"), ("org-c", "u-1"), ("org-d", "u-2")]
+        feed = await feed_twice_with_org_b_poisoned(rt, "u-1")
         rejected = await feed.outbox(topics.USAGE_REJECTED)
         assert [(e["subject"], e["data"]["reason"], e["data"]["original"]["id"]) for e in rejected] == [
             ("org-b", "UNPROCESSABLE", "u-1")]
