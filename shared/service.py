@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
 from contracts.events import CloudEvent, new_event
-from shared import db, errors, kafka, migrate, observability, outbox
+from shared import db, docs, errors, kafka, migrate, observability, outbox
 from shared.clock import Clock
 from shared.config import Settings, get_settings
 from shared.outbox import Relay
@@ -153,10 +153,12 @@ class Runtime:
             finally:
                 await self.stop()
 
-        app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
+        app = FastAPI(title=title, description=description, version="1", lifespan=lifespan,
+                      docs_url=None, redoc_url=None)
         app.state.settings = self.settings
         app.state.runtime = self
         errors.install(app)
+        docs.install(app)  # /docs and /redoc from installed assets, never a CDN
 
         @app.middleware("http")
         async def count_requests(request: Any, call_next: Any) -> Any:
