@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import HTMLResponse
+
+from contracts import examples
 
 ASSETS_URL = "/docs-assets"
 # Swagger UI's online validator badge would call out to its public service: switched off.
@@ -50,3 +53,15 @@ def install(app: FastAPI) -> None:
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
+
+
+def with_examples(app: FastAPI) -> None:
+    """/openapi.json carries the examples of contracts/examples.py in its component schemas."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = examples.add_to_openapi(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -158,7 +158,8 @@ class Runtime:
         app.state.settings = self.settings
         app.state.runtime = self
         errors.install(app)
-        docs.install(app)  # /docs and /redoc from installed assets, never a CDN
+        docs.install(app)  # /docs from installed assets, never a CDN
+        docs.with_examples(app)
 
         @app.middleware("http")
         async def count_requests(request: Any, call_next: Any) -> Any:
