@@ -99,3 +99,10 @@ async def test_export_land_and_query_the_ledger(stack: Stack, tmp_path: Path):
     assert arrears.get((in_arrears, "cloud_inspection")) == 7 and (paying, "ai_review") not in arrears
     balances = stack.admin.balances(in_arrears)["resources"]["cloud_inspection"]
     assert balances["arrears"] == 7
+
+
+def test_the_readme_shows_the_documented_query():
+    """README's DuckDB example is docs/analytics.md's (tested above), word for word."""
+    blocks = re.findall(r"```sql\n(.*?)```", DOC.read_text(), re.S)
+    documented = next(b for b in blocks if b.startswith("-- usage per day\n")).split("\n", 1)[1]
+    assert documented in re.findall(r"```sql\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
