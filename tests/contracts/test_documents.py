@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,19 @@ def test_a_wrong_example_is_caught() -> None:
     v = _validator(doc, "urn:aimis:openapi:order", "/components/schemas/PlaceOrderRequest")
     assert list(v.iter_errors({"org_id": "hosp-1", "lines": [{"sku": 7}]}))
     assert list(v.iter_errors({"lines": [{"sku": "AI-QTY"}]}))
+
+
+def test_asyncapi_script_does_nothing_when_the_pinned_parser_is_there(asyncapi_parser: str) -> None:
+    r = subprocess.run(["bash", str(ASYNCAPI_SH)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == asyncapi_parser and "installing" not in r.stderr
+    pinned = re.search(r"AIMIS_ASYNCAPI_PARSER_VERSION:-([0-9.]+)", ASYNCAPI_SH.read_text())
+    installed = json.loads((Path(asyncapi_parser) / "@asyncapi" / "parser" / "package.json").read_text())
+    assert pinned and installed["version"] == pinned.group(1)
+
+
+def test_asyncapi_script_without_node_fails_naming_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()  # a PATH with neither node nor npm
+    env = {"PATH": str(tmp_path / "bin"), "HOME": str(tmp_path), "AIMIS_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run(["/bin/bash", str(ASYNCAPI_SH)], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1 and "is needed to install @asyncapi/parser" in r.stderr
+    assert not (tmp_path / "cache" / "node" / "node_modules").exists()
