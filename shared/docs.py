@@ -4,7 +4,7 @@ FastAPI's default pages load Swagger UI and ReDoc from a public CDN, which a clo
 cannot reach: the page stays blank. The PyPI package `fastapi-offline` (pinned in pyproject.toml)
 ships the Swagger UI bundle; it is served here under /docs-assets, and the page points at it only.
 There is no /redoc: ReDoc's bundle loads its logo from its vendor's CDN whatever its options.
-See docs/decisions/api-docs.md.
+See docs/decisions/clients.md.
 """
 
 from __future__ import annotations
