@@ -285,6 +285,109 @@ def ledger_tail(
         pass
 
 
+def _instant(value: str, name: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an RFC 3339 time or a date", param_hint=name) from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+@ledger_app.command("export")
+def ledger_export(
+    org: str = typer.Option(..., "--org", help="the organisation"),
+    since: str | None = typer.Option(None, "--from", help="first time included (RFC 3339 or a date, UTC)"),
+    until: str | None = typer.Option(None, "--to", help="first time excluded (RFC 3339 or a date, UTC)"),
+    fmt: str = typer.Option("parquet", "--format", help="parquet or csv"),
+    output: str | None = typer.Option(None, "--output", "-o", help="file (default: ledger-ORG.FORMAT)"),
+) -> None:
+    """One row per ledger entry of ORG in [--from, --to), read through the entitlement API
+    (GET /v1/orgs/{org}/ledger, following `next`), as Parquet or CSV: docs/analytics.md."""
+    from pathlib import Path
+
+    from cli import analytics
+
+    if fmt not in ("parquet", "csv"):
+        raise typer.BadParameter("parquet or csv", param_hint="--format")
+    lo = _instant(since, "--from") if since else None
+    hi = _instant(until, "--to") if until else None
+    path = Path(output or f"ledger-{org}.{fmt}")
+    try:
+        rows = [analytics.row_of_api_entry(org, e) for e in _api().ledger_all(org)]
+    except CliError as e:
+        _fail(e)
+    rows = [r for r in rows if (lo is None or r["time"] >= lo) and (hi is None or r["time"] < hi)]
+    n = analytics.write(rows, path, fmt)
+    err.print(f"{n} ledger entries of {org} -> {path}")
+
+
+@ledger_app.command("land")
+def ledger_land(
+    out_dir: str = typer.Option(..., "--out", help="folder of Parquet files (and _offsets.json)"),
+    follow: bool = typer.Option(False, "--follow", help="keep consuming (default: stop when caught up)"),
+) -> None:
+    """Consume aimis.ledger.v1 into Parquet files (one per poll), as the `analytics` Kafka principal,
+    resuming from the offsets recorded in OUT/_offsets.json: docs/analytics.md."""
+    from pathlib import Path
+
+    from aiokafka import AIOKafkaConsumer
+
+    from cli import analytics
+    from contracts import topics
+
+    out_dir_p = Path(out_dir)
+    offsets_file = out_dir_p / "_offsets.json"
+    done: dict[str, int] = json.loads(offsets_file.read_text()) if offsets_file.exists() else {}
+
+    async def run() -> int:
+        s = Settings()
+        # subscribed without a group: every partition is assigned to this consumer once metadata arrives
+        c = AIOKafkaConsumer(topics.LEDGER, bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
+                             group_id=None, auto_offset_reset="earliest", **s.kafka_options("analytics"))
+        await c.start()
+        landed = 0
+        try:
+            deadline = time.monotonic() + 30
+            while not c.assignment():
+                if time.monotonic() > deadline:
+                    raise CliError(0, "NO_PARTITIONS", f"{topics.LEDGER}: no partition assigned within 30 s")
+                await asyncio.sleep(0.1)
+            tps = sorted(c.assignment())
+            for tp in tps:
+                if str(tp.partition) in done:
+                    c.seek(tp, done[str(tp.partition)])
+                else:
+                    await c.seek_to_beginning(tp)
+            end = await c.end_offsets(tps)
+            while True:
+                if not follow and all([await c.position(tp) >= end[tp] for tp in tps]):
+                    return landed
+                batch = await c.getmany(timeout_ms=1000, max_records=10_000)
+                rows = []
+                for tp, recs in batch.items():
+                    for rec in recs:
+                        try:
+                            rows.append(analytics.row_of_event(json.loads(rec.value)))
+                        except (ValueError, KeyError, TypeError):
+                            err.print(f"skipped an unreadable record at {tp.partition}:{rec.offset}")
+                    done[str(tp.partition)] = recs[-1].offset + 1
+                if rows:
+                    name = f"ledger-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.parquet"
+                    landed += analytics.write(rows, out_dir_p / name, "parquet")
+                if batch:  # after the file: a crash in between lands the batch again (dedupe on event_id)
+                    offsets_file.write_text(json.dumps(done, sort_keys=True))
+        finally:
+            await c.stop()
+
+    try:
+        n = asyncio.run(run())
+        err.print(f"landed {n} ledger entries in {out_dir_p}")
+    except CliError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        pass
+
+
 def main() -> None:
     try:
         app()

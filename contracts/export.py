@@ -1,6 +1,7 @@
 """Export JSON Schema for every message and the AsyncAPI document of every topic.
 
-    python -m contracts.export          write contracts/schemas/*.json and contracts/asyncapi.yaml
+    python -m contracts.export          write contracts/schemas/*.json, contracts/asyncapi.yaml and
+                                        contracts/openapi/<service>.json (each service's HTTP API)
     python -m contracts.export --check  exit 1 when the committed files differ from the models
 """
 
@@ -14,12 +15,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, create_model
 
-from contracts import http, topics
+from contracts import examples, http, topics
 from contracts.events import EVENT_TYPES, CloudEvent
 
 HERE = Path(__file__).parent
 SCHEMAS = HERE / "schemas"
 ASYNCAPI = HERE / "asyncapi.yaml"
+OPENAPI = HERE / "openapi"
+HTTP_SERVICES = ("order", "entitlement", "metering", "expiry")
 
 TOPIC_DOCS = {
     topics.USAGE: "Usage reported by the imaging platform and by metering's HTTP ingestion.",
@@ -65,7 +68,23 @@ def rendered() -> dict[str, str]:
         schema = m.model_json_schema(mode="serialization")
         out[f"schemas/http/{m.__name__}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     out["asyncapi.yaml"] = asyncapi()
+    for service, doc in openapi_documents().items():
+        out[f"openapi/{service}.json"] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
     return out
+
+
+def openapi_documents() -> dict[str, dict[str, Any]]:
+    """The OpenAPI document each service serves at /openapi.json (built, never started)."""
+    import importlib
+
+    from shared.config import Settings
+
+    settings = Settings(auth_secret="export")  # the documents depend on no setting
+    docs = {}
+    for service in HTTP_SERVICES:
+        app = importlib.import_module(f"services.{service}.app").create_app(settings)
+        docs[service] = app.openapi()
+    return docs
 
 
 def asyncapi() -> str:
@@ -83,6 +102,10 @@ def asyncapi() -> str:
                 "payload": {"$ref": f"./schemas/events/{t}.json"},
                 "bindings": {"kafka": {"key": {"type": "string", "description": "org_id"}}},
             }
+            if t in examples.EVENTS:
+                messages[key]["examples"] = [
+                    {"name": f"{t}-{i}", "payload": ex} for i, ex in enumerate(examples.EVENTS[t], 1)
+                ]
             refs[key] = {"$ref": f"#/components/messages/{key}"}
         ch = topic.replace(".", "_")
         channels[ch] = {"address": topic, "description": TOPIC_DOCS[topic], "messages": refs}
@@ -109,14 +132,14 @@ def drift() -> list[str]:
         p = HERE / rel
         if not p.exists() or p.read_text() != text:
             problems.append(rel)
-    present = {str(p.relative_to(HERE)) for p in SCHEMAS.rglob("*.json")}
+    present = {str(p.relative_to(HERE)) for d in (SCHEMAS, OPENAPI) for p in d.rglob("*.json")}
     problems += sorted(present - set(want))
     return problems
 
 
 def write() -> None:
-    if SCHEMAS.exists():
-        for p in SCHEMAS.rglob("*.json"):
+    for d in (SCHEMAS, OPENAPI):
+        for p in d.rglob("*.json"):
             p.unlink()
     for rel, text in rendered().items():
         p = HERE / rel

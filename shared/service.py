@@ -14,7 +14,7 @@ import asyncpg
 from fastapi import APIRouter, FastAPI
 
 from contracts.events import CloudEvent, EventData, new_event
-from shared import auth, db, errors, http_limits, kafka, migrate, observability, outbox
+from shared import auth, db, docs, errors, http_limits, kafka, migrate, observability, outbox
 from shared.clock import Clock
 from shared.config import Settings, get_settings
 from shared.consumer import Consumer, Subscription
@@ -178,10 +178,13 @@ class Runtime:
             finally:
                 await self.stop()
 
-        app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
+        app = FastAPI(title=title, description=description, version="1", lifespan=lifespan,
+                      docs_url=None, redoc_url=None)
         app.state.settings = self.settings
         app.state.runtime = self
         errors.install(app)
+        docs.install(app)  # /docs from installed assets, never a CDN
+        docs.with_examples(app)
 
         @app.middleware("http")
         async def count_requests(request: Any, call_next: Any) -> Any:

@@ -41,7 +41,9 @@ async def console(stack: Stack) -> AsyncIterator[str]:
         shutil.rmtree(logs, ignore_errors=True)
 
 
-def _chrome(javascript: bool = True) -> tuple[object, str]:
+def _chrome(javascript: bool = True, offline: bool = False) -> tuple[object, str]:
+    """A headless Chromium. `offline`: every host name but localhost resolves to nothing (so a page
+    can reach no other machine), and the DevTools performance log records every request it made."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.fail("browser tests need Debian's chromium and chromium-driver: `make setup` installs them "
                     "(deploy/setup/prerequisites.txt), or apt-get install -y chromium chromium-driver")
@@ -54,6 +56,9 @@ def _chrome(javascript: bool = True) -> tuple[object, str]:
     opts.binary_location = str(CHROMIUM)
     if not javascript:
         opts.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+    if offline:
+        opts.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost")
+        opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
               "--disable-dev-shm-usage", "--window-size=1280,1000", f"--user-data-dir={profile}"):

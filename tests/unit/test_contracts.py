@@ -19,7 +19,8 @@ from contracts.events import (
 )
 
 
-def test_committed_schemas_match_the_models():
+def test_committed_schemas_and_documents_match_the_models():
+    """JSON Schemas, the AsyncAPI document and every service's OpenAPI document (contracts/openapi)."""
     assert export.drift() == [], "run `python -m contracts.export`"
 
 

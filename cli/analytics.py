@@ -1,0 +1,96 @@
+"""The ledger as flat rows for analytics tools (issue 15; docs/analytics.md).
+
+One row per ledger entry, the same columns whether it comes from the entitlement HTTP API
+(`aimis ledger export`) or from the topic aimis.ledger.v1 (`aimis ledger land`), written as Parquet
+(pyarrow) or CSV. Nested parts of an entry (allocations, offsets) stay whole in the `data` column
+as JSON; the columns lift what queries group and sum by."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA = pa.schema([
+    ("time", pa.timestamp("us", tz="UTC")),  # when the ledger recorded the entry
+    ("org_id", pa.string()),
+    ("event_id", pa.string()),  # unique: de-duplicate on it (landing is at-least-once)
+    ("type", pa.string()),  # aimis.ledger.<kind>
+    ("resource", pa.string()),  # cloud_inspection | ai_review (null for licences and services)
+    ("usage_id", pa.string()),
+    ("quantity", pa.int64()),  # units deducted, credited, offset or rejected
+    ("arrears_quantity", pa.int64()),  # of `quantity`, what went into arrears (usage_deducted)
+    ("lot_id", pa.string()),  # the lot; several lots of one deduction: comma-separated
+    ("order_id", pa.string()),
+    ("sku", pa.string()),
+    ("channel", pa.string()),
+    ("occurred_at", pa.timestamp("us", tz="UTC")),  # when the use happened (usage entries)
+    ("reason", pa.string()),  # usage_rejected
+    ("forfeited", pa.int64()),  # lot_expired: units lost at expiry
+    ("data", pa.string()),  # the entry's whole data, JSON
+])
+COLUMNS = SCHEMA.names
+
+
+def _ts(v: Any) -> datetime | None:
+    if v is None or isinstance(v, datetime):
+        return v
+    return datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+
+
+def _int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def row(*, event_id: str, type: str, time: Any, org_id: str | None, resource: str | None,
+        data: dict[str, Any]) -> dict[str, Any]:
+    """One flat row of a ledger entry."""
+    lots = [a["lot_id"] for a in data.get("allocations") or [] if isinstance(a, dict) and "lot_id" in a]
+    lot_id = data.get("lot_id") or (",".join(dict.fromkeys(lots)) if lots else None)
+    arrears = data.get("arrears_quantity")
+    if arrears is None and type == "aimis.ledger.usage_deducted":
+        arrears = 0
+    return {
+        "time": _ts(time), "org_id": org_id or data.get("org_id"), "event_id": event_id, "type": type,
+        "resource": resource or data.get("resource"), "usage_id": data.get("usage_id"),
+        "quantity": _int(data.get("quantity")), "arrears_quantity": _int(arrears), "lot_id": lot_id,
+        "order_id": data.get("order_id"), "sku": data.get("sku"), "channel": data.get("channel"),
+        "occurred_at": _ts(data.get("occurred_at")), "reason": data.get("reason"),
+        "forfeited": _int(data.get("forfeited")), "data": json.dumps(data, sort_keys=True),
+    }
+
+
+def row_of_api_entry(org_id: str, e: dict[str, Any]) -> dict[str, Any]:
+    """A row from an entry of GET /v1/orgs/{org}/ledger."""
+    return row(event_id=e["id"], type=e["type"], time=e["time"], org_id=org_id, resource=e.get("resource"),
+               data=e.get("data") or {})
+
+
+def row_of_event(ev: dict[str, Any]) -> dict[str, Any]:
+    """A row from a CloudEvent of aimis.ledger.v1."""
+    data = ev.get("data") or {}
+    return row(event_id=ev["id"], type=ev["type"], time=ev["time"], org_id=ev.get("subject"),
+               resource=data.get("resource"), data=data)
+
+
+def write(rows: Iterable[dict[str, Any]], path: Path, fmt: str) -> int:
+    """Write rows as `parquet` or `csv`; return how many. An empty export still has the columns."""
+    rows = list(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
+    elif fmt == "csv":
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()})
+    else:
+        raise ValueError(f"unknown format {fmt!r}: parquet or csv")
+    return len(rows)
