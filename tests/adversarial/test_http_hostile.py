@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.inproc import in_process_stack
+from tests.support.inproc import in_process_stack, record_agreements
 from tests.support.rawhttp import exchange, status_of
 from tests.support.services import SECRET, bearer
 
@@ -65,10 +65,8 @@ async def target(real_infra):
     async with in_process_stack(real_infra) as stack, httpx.AsyncClient(timeout=30) as http:
         attacker, other = f"mallory-{uuid.uuid4().hex[:6]}", f"victim-{uuid.uuid4().hex[:6]}"
         t = Target(stack, http, attacker, other)
+        await record_agreements(http, stack, attacker, other)
         for org in (attacker, other):
-            r = await http.put(f"{t.url('order')}/v1/admin/orgs/{org}/agreement", headers=ADMIN,
-                               json={"agreement_ref": "AGR", "signed_at": "2026-01-01T00:00:00Z"})
-            assert r.status_code == 200
             r = await http.post(f"{t.url('order')}/v1/admin/orders/import", headers=ADMIN, json={
                 "order_id": f"imp-{org}", "org_id": org, "lines": [{"sku": "CI-QTY", "quantity": 1000, "storage_years": 1}],
                 "paid_at": (NOW - timedelta(days=1)).isoformat(), "payment_ref": "wire"})

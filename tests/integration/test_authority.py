@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.support.inproc import in_process_stack
+from tests.support.inproc import in_process_stack, record_agreements
 from tests.support.services import SECRET, bearer
 
 pytestmark = pytest.mark.integration
@@ -61,11 +61,7 @@ async def world(real_infra):
     async with in_process_stack(real_infra) as stack, httpx.AsyncClient(timeout=30) as http:
         a, b = f"org-a-{uuid.uuid4().hex[:8]}", f"org-b-{uuid.uuid4().hex[:8]}"
         w = World(stack, a, b, http)
-        for org in (a, b):
-            r = await http.put(w.url("order", f"/v1/admin/orgs/{org}/agreement"),
-                               json={"agreement_ref": f"AGR-{org}", "signed_at": "2026-01-01T00:00:00Z"},
-                               headers=bearer(SECRET))
-            assert r.status_code == 200, r.text
+        await record_agreements(http, stack, a, b)
         conn = await asyncpg.connect(stack.dsn, server_settings={"search_path": "entitlement"})
         try:  # one service awaiting acceptance per org: only what the acceptance rule needs
             for org in (a, b):

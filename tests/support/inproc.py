@@ -13,7 +13,7 @@ import asyncpg
 
 from shared.config import Settings
 from tests.support.infra import Infra
-from tests.support.services import SECRET, serve_in_process
+from tests.support.services import SECRET, bearer, serve_in_process
 
 SERVICES = ("order", "entitlement", "metering", "expiry")
 WEBHOOK_SECRET = "webhook-secret-0123456789abcdef0123456789"
@@ -56,3 +56,11 @@ async def in_process_stack(infra: Infra, **settings: Any) -> AsyncIterator[Stack
         admin = await asyncpg.connect(infra.dsn)
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
+
+
+async def record_agreements(http: Any, stack: Stack, *orgs: str) -> None:
+    """Record each org's cooperation agreement through the order service (as admin)."""
+    for org in orgs:
+        r = await http.put(f"{stack.urls['order']}/v1/admin/orgs/{org}/agreement", headers=bearer(),
+                           json={"agreement_ref": f"AGR-{org}", "signed_at": "2026-01-01T00:00:00Z"})
+        assert r.status_code == 200, r.text
