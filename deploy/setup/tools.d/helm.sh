@@ -26,8 +26,19 @@ if ! have_pinned; then
         exit 1
     fi
     mkdir -p "$BIN_DIR"
+    GO=go
+    # helm's go.mod needs a newer Go than Debian 12's 1.19. Go >= 1.21 fetches the toolchain it needs
+    # from the module proxy by itself (GOTOOLCHAIN=auto); an older one is handed that same toolchain
+    # module explicitly.
+    if ! go env GOTOOLCHAIN 2>/dev/null | grep -q .; then
+        arch="$(go env GOARCH)"
+        echo "helm.sh: $(go version | cut -d' ' -f3) is too old to build helm; fetching the go1.24.4 toolchain module" >&2
+        dir="$(cd "$(mktemp -d)" && go mod download -json "golang.org/toolchain@v0.0.1-go1.24.4.linux-$arch" |
+               sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+        GO="$dir/bin/go"
+    fi
     echo "helm.sh: building helm $HELM_VERSION into $BIN_DIR (a few minutes, once)" >&2
-    GOBIN="$BIN_DIR" GOFLAGS=-buildvcs=false CGO_ENABLED=0 go install \
+    GOBIN="$BIN_DIR" GOFLAGS=-buildvcs=false CGO_ENABLED=0 "$GO" install \
         -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
         "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
     have_pinned || { echo "helm.sh: $HELM does not report $HELM_VERSION after the build" >&2; exit 1; }
