@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from contracts import topics
+from contracts.events import UsageDeductedData, UsageRejectedLedgerData
 from tests.cluster.conftest import Replicated
 from tests.e2e.helpers import assert_conservation, iso, now, of_kind, usage
 
@@ -98,10 +99,10 @@ async def test_every_use_takes_effect_once_through_broker_and_replica_kills(repl
         by_org[e["subject"]].add(e["id"])
     for o in orgs:
         entries = admin.ledger_all(o)
-        ids = [d["usage_id"] for d in of_kind(entries, "usage_deducted")]
+        ids = [d["usage_id"] for d in of_kind(entries, UsageDeductedData)]
         assert len(ids) == len(set(ids)), f"{o}: a use deducted twice"
         assert set(ids) == by_org[o], f"{o}: {len(by_org[o] - set(ids))} uses lost"
-        assert not of_kind(entries, "usage_rejected"), f"{o}: a use refused"
+        assert not of_kind(entries, UsageRejectedLedgerData), f"{o}: a use refused"
         res = admin.balances(o)["resources"]
         for r in ("cloud_inspection", "ai_review"):
             assert res[r]["used"] == expected[(o, r)], (o, r, res[r])

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from contracts import topics
+from contracts.events import UsageDeductedData
 from tests.cluster.conftest import Cluster, Replicated
 from tests.e2e.helpers import assert_conservation, buy, eventually, iso, now, of_kind, usage
 
@@ -117,4 +118,4 @@ async def test_the_system_works_end_to_end_with_security_on(replicated: Replicat
                             seen.add(doc["data"]["usage_id"])
     finally:
         await c.stop()
-    assert len(of_kind(admin.ledger_all(org_id), "usage_deducted")) == len(events)
+    assert len(of_kind(admin.ledger_all(org_id), UsageDeductedData)) == len(events)
