@@ -226,6 +226,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "orders.none": ("No orders yet.", "暂无订单。"),
     "orders.more": ("Older orders", "更早的订单"),
     "orders.status.placed": ("Awaiting payment", "待付款"),
+    "order.overdue": ("Credit overdue", "入账逾期"),
+    "order.overdue_help": ("Paid but not yet credited, though credit was due by {due} UTC. Operators have been alerted; please contact support if it persists.", "已付款但尚未入账，应于 {due}（UTC）前入账。运维人员已收到告警；如持续未入账请联系客服。"),
     "orders.status.paid": ("Paid, being credited", "已付款，入账中"),
     "orders.status.fulfilled": ("Credited", "已入账"),
     "orders.status.cancelled": ("Cancelled", "已取消"),

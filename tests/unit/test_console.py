@@ -495,3 +495,19 @@ async def test_operator_sees_a_link_to_record_the_missing_agreement(console: htt
     r = await console.get("/orgs/h9/buy/resources")
     assert 'href="/ops?org_id=h9#agreement"' in r.text
     assert 'id="agreement-org_id" name="org_id" value="h9"' in (await console.get("/ops?org_id=h9")).text
+
+
+async def test_a_paid_order_not_credited_in_time_shows_as_overdue(console: httpx.AsyncClient, fake: FakeServices) -> None:
+    """Issue 16: the order view shows an order paid but not fulfilled within the SLA."""
+    line = {"line": 0, "sku": "CI-QTY", "quantity": 1000, "storage_years": 1, "price": "500.00"}
+    for oid, overdue in (("late", True), ("fine", False)):
+        fake.orders[oid] = {"order_id": oid, "org_id": "h1", "status": "paid", "lines": [line], "total": "500.00",
+                            "price_book_version": "v", "placed_at": "2026-11-26T00:00:00Z",
+                            "paid_at": "2026-11-26T00:00:00Z", "fulfilment_due_by": "2026-11-26T01:00:00Z",
+                            "fulfilment_overdue": overdue}
+    await sign_in(console, org_token("h1"))
+    late = await console.get("/orgs/h1/orders/late")
+    assert 'data-overdue="late"' in late.text and "2026-11-26 01:00" in late.text
+    assert "data-overdue" not in (await console.get("/orgs/h1/orders/fine")).text
+    zh = await console.get("/orgs/h1/orders/late?lang=zh-CN")
+    assert "应于 2026-11-26 01:00" in zh.text
