@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from cli.analytics import COLUMNS
 from cli.main import app
+from contracts.events import LotCreditedData, UsageDeductedData
 from tests.e2e.conftest import SECRET, Stack
 from tests.e2e.helpers import buy, eventually, ledger, now, of_kind, onboard, usage
 from tests.support.infra import ROOT
@@ -48,12 +49,12 @@ async def test_export_land_and_query_the_ledger(stack: Stack, tmp_path: Path):
     for org in (in_arrears, paying):
         await onboard(stack.admin, org)
     await buy(stack.admin, paying, [{"sku": "AI-QTY", "quantity": 1000}])
-    await eventually(lambda: of_kind(ledger(stack.admin, paying), "lot_credited"), bool)
+    await eventually(lambda: of_kind(ledger(stack.admin, paying), LotCreditedData), bool)
     # three inspections with no lot: all three into arrears; two AI reviews from the paid lot
     stack.admin.send_usage([usage(in_arrears, quantity=q) for q in (1, 2, 4)])
     stack.admin.send_usage([usage(paying, "ai_review") for _ in range(2)])
-    await eventually(lambda: of_kind(ledger(stack.admin, in_arrears), "usage_deducted"), lambda d: len(d) == 3)
-    await eventually(lambda: of_kind(ledger(stack.admin, paying), "usage_deducted"), lambda d: len(d) == 2)
+    await eventually(lambda: of_kind(ledger(stack.admin, in_arrears), UsageDeductedData), lambda d: len(d) == 3)
+    await eventually(lambda: of_kind(ledger(stack.admin, paying), UsageDeductedData), lambda d: len(d) == 2)
 
     # -- export through the API
     entries = ledger(stack.admin, in_arrears)
