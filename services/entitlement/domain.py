@@ -59,9 +59,13 @@ class Lot:
     order_id: str = ""
     sku: str = ""
 
-    def order_key(self) -> tuple[datetime, datetime, str]:
-        """Expiring first, then credited first, then the smaller lot_id."""
-        return (self.expires_at, self.credited_at, self.lot_id)
+    def order_key(self) -> tuple[datetime, datetime, str, int, str]:
+        """Expiring first, then credited first, then the smaller lot_id `{order_id}.{line}` with
+        its line compared as a number (line 2 before line 10)."""
+        order, _, line = self.lot_id.rpartition(".")
+        if order and line.isdigit():
+            return (self.expires_at, self.credited_at, order, int(line), "")
+        return (self.expires_at, self.credited_at, self.lot_id, -1, "")
 
     def drawable(self, occurred_at: datetime, now: datetime, grace: timedelta) -> bool:
         """Valid at the use's time, and not yet forfeited (nor past the grace after expiry)."""
@@ -69,6 +73,16 @@ class Lot:
             not self.expired
             and self.remaining > 0
             and self.credited_at <= occurred_at < self.expires_at
+            and now < self.expires_at + grace
+        )
+
+    def offsets_late(self, occurred_at: datetime, now: datetime, grace: timedelta) -> bool:
+        """Credited after a use occurred, not yet forfeited (nor past the grace after expiry): in
+        occurrence order its credit would have offset that use's arrears."""
+        return (
+            not self.expired
+            and self.remaining > 0
+            and occurred_at < self.credited_at
             and now < self.expires_at + grace
         )
 
@@ -98,10 +112,15 @@ class Draw:
 
 @dataclass(frozen=True)
 class Deducted:
+    """`allocations` are draws from lots valid at the use's time; `arrears_quantity` what none
+    covered; `offsets` what of those arrears lots credited after the use occurred offset at once
+    (docs/decisions/arrival-order.md)."""
+
     usage_id: str
     allocations: tuple[Draw, ...]
     arrears_quantity: int = 0
     offline_licence: bool = False
+    offsets: tuple[Draw, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,11 +175,16 @@ class Book:
         return sum(lot.remaining for lot in self.lots.values() if not lot.expired)
 
 
-def allocate(lots: list[Lot], use: Use, now: datetime, grace: timedelta) -> tuple[list[Draw], int]:
-    """Plan which lots cover `use` (expiring first); returns the draws and what no lot covers."""
+def allocate(lots: list[Lot], use: Use, now: datetime, grace: timedelta, *,
+             later: bool = False) -> tuple[list[Draw], int]:
+    """Plan which lots cover `use` (expiring first); returns the draws and what no lot covers.
+    `later`: the lots credited after the use occurred instead (still within their grace), which
+    offset its arrears at once."""
     need = use.quantity
     draws: list[Draw] = []
-    for lot in sorted((l for l in lots if l.drawable(use.occurred_at, now, grace)), key=Lot.order_key):
+    eligible = (l.offsets_late(use.occurred_at, now, grace) if later else l.drawable(use.occurred_at, now, grace)
+                for l in lots)
+    for lot in sorted((l for l, ok in zip(lots, eligible, strict=True) if ok), key=Lot.order_key):
         if need == 0:
             break
         take = min(need, lot.remaining)
@@ -169,10 +193,19 @@ def allocate(lots: list[Lot], use: Use, now: datetime, grace: timedelta) -> tupl
     return draws, need
 
 
-def deduct(book: Book, use: Use, now: datetime, grace: timedelta, *, offline_licence: bool = False) -> Outcome:
-    """Apply one use to the book: draw lots; the rest is arrears (cloud inspections) or a rejection."""
+def licensed(licence: bool | datetime | None, occurred_at: datetime) -> bool:
+    """Whether a licence held since `licence` (True: since always; None/False: not held) was
+    valid when the use occurred."""
+    return licence is True or (isinstance(licence, datetime) and licence <= occurred_at)
+
+
+def deduct(book: Book, use: Use, now: datetime, grace: timedelta, *,
+           offline_licence: bool | datetime | None = False) -> Outcome:
+    """Apply one use to the book: draw lots; the rest is arrears (cloud inspections) or a rejection.
+    `offline_licence`: since when the org holds AI-PERPETUAL (checked at the use's occurred_at).
+    Arrears a lot credited after the use occurred can cover are offset from it at once."""
     if use.resource == AI and use.channel == "offline":
-        if offline_licence:
+        if licensed(offline_licence, use.occurred_at):
             book.counters.offline_counted += use.quantity
             return Deducted(use.usage_id, (), 0, offline_licence=True)
         book.counters.rejected += use.quantity
@@ -185,27 +218,37 @@ def deduct(book: Book, use: Use, now: datetime, grace: timedelta, *, offline_lic
         book.lots[d.lot_id].remaining -= d.quantity
         book.touched.add(d.lot_id)
     book.counters.drawn_by_usage += use.quantity - rest
+    offsets: list[Draw] = []
     if rest:
-        book.arrears.append(Arrear(use.usage_id, use.occurred_at, rest))
         book.counters.arrears_recorded += rest
-    return Deducted(use.usage_id, tuple(draws), rest)
+        late = Use(use.usage_id, use.resource, rest, use.occurred_at, use.channel)
+        offsets, outstanding = allocate(list(book.lots.values()), late, now, grace, later=True)
+        for o in offsets:
+            book.lots[o.lot_id].remaining -= o.quantity
+            book.touched.add(o.lot_id)
+        book.counters.arrears_offset += rest - outstanding
+        if outstanding:
+            book.arrears.append(Arrear(use.usage_id, use.occurred_at, outstanding))
+    return Deducted(use.usage_id, tuple(draws), rest, offsets=tuple(offsets))
 
 
 def deduct_batch(books: dict[tuple[str, str], Book], uses: list[tuple[str, Use]], now: datetime,
-                 grace: timedelta, perpetual: set[str]) -> list[Outcome]:
-    """A batch of uses (org, use) in stream order, against books keyed by (org, resource)."""
-    return [deduct(books[(org, u.resource)], u, now, grace, offline_licence=org in perpetual) for org, u in uses]
+                 grace: timedelta, perpetual: dict[str, datetime]) -> list[Outcome]:
+    """A batch of uses (org, use) in stream order, against books keyed by (org, resource);
+    `perpetual`: since when each org holds AI-PERPETUAL."""
+    return [deduct(books[(org, u.resource)], u, now, grace, offline_licence=perpetual.get(org)) for org, u in uses]
 
 
 def credit(book: Book, lot: Lot) -> list[Offset]:
-    """Add a new lot; it first offsets the book's outstanding arrears, oldest first."""
+    """Add a new lot; it first offsets the book's outstanding arrears that occurred before it
+    expired, oldest first."""
     book.lots[lot.lot_id] = lot
     book.counters.purchased += lot.quantity
     offsets: list[Offset] = []
     for a in sorted(book.arrears, key=lambda a: (a.occurred_at, a.usage_id)):
         if lot.remaining == 0:
             break
-        if a.outstanding == 0:
+        if a.outstanding == 0 or a.occurred_at >= lot.expires_at:
             continue
         take = min(a.outstanding, lot.remaining)
         a.outstanding -= take

@@ -93,20 +93,36 @@ class Handlers:
         lots = await store.drawable_lots(conn, keys, now, self.grace)
         books = {k: store.book_of(k[1], lots[k]) for k in keys}
         offline_orgs = {u.org_id for u in todo if u.resource == domain.AI and u.channel == "offline"}
-        perpetual = await store.orgs_with_perpetual(conn, sorted(offline_orgs)) if offline_orgs else set()
+        perpetual = await store.perpetual_since(conn, sorted(offline_orgs)) if offline_orgs else {}
         outcomes = domain.deduct_batch(
             books, [(u.org_id, Use(u.usage_id, u.resource, u.quantity, u.occurred_at, u.channel)) for u in todo],
             now, self.grace, perpetual,
         )
-        out = [self._usage_event(u, o) for u, o in zip(todo, outcomes, strict=True)]
+        out = [e for u, o in zip(todo, outcomes, strict=True) for e in self._usage_events(u, o)]
         changed = [b.lots[i] for b in books.values() for i in b.touched]
         await store.save_remaining(conn, changed)
         await store.insert_arrears(conn, [
-            (u.usage_id, u.org_id, u.resource, u.occurred_at, o.arrears_quantity)
+            (u.usage_id, u.org_id, u.resource, u.occurred_at, o.arrears_quantity,
+             o.arrears_quantity - sum(d.quantity for d in o.offsets))
             for u, o in zip(todo, outcomes, strict=True) if isinstance(o, Deducted) and o.arrears_quantity
         ])
         await store.add_counters(conn, {k: b.counters for k, b in books.items()})
         return await self._emit(conn, out)
+
+    def _usage_events(self, u: ev.DeductionRequestedData, outcome: domain.Outcome) -> list[CloudEvent[Any]]:
+        """The use's ledger event, then one arrears_offset per lot credited after it occurred that
+        offset its arrears at once (docs/decisions/arrival-order.md)."""
+        offsets = outcome.offsets if isinstance(outcome, Deducted) else ()
+        return [self._usage_event(u, outcome)] + [self._offset_event(
+            u.org_id, d.lot_id, u.resource, [domain.Offset(u.usage_id, d.quantity, d.retention_until)])
+            for d in offsets]
+
+    def _offset_event(self, org: str, lot_id: str, resource: str, offsets: list[domain.Offset]) -> CloudEvent[Any]:
+        return self.rt.event(org, ev.ArrearsOffsetData(
+            org_id=org, lot_id=lot_id, resource=resource, quantity=sum(o.quantity for o in offsets),
+            offsets=[ev.ArrearsOffsetItem(usage_id=o.usage_id, quantity=o.quantity,
+                                          retention_until=o.retention_until) for o in offsets],
+        ))
 
     def _usage_event(self, u: ev.DeductionRequestedData, outcome: domain.Outcome) -> CloudEvent[Any]:
         if isinstance(outcome, Deducted):
@@ -178,11 +194,7 @@ class Handlers:
             quantity=lot.quantity, storage_years=years, credited_at=lot.credited_at, expires_at=lot.expires_at,
         ))]
         if offsets:
-            out.append(self.rt.event(p.org_id, ev.ArrearsOffsetData(
-                org_id=p.org_id, lot_id=lot_id, resource=resource, quantity=sum(o.quantity for o in offsets),
-                offsets=[ev.ArrearsOffsetItem(usage_id=o.usage_id, quantity=o.quantity,
-                                              retention_until=o.retention_until) for o in offsets],
-            )))
+            out.append(self._offset_event(p.org_id, lot_id, resource, offsets))
         return out
 
     async def _activate_licence(self, conn: asyncpg.Connection, p: ev.OrderPaidData,

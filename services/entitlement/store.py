@@ -133,14 +133,15 @@ async def mark_expired(conn: asyncpg.Connection, lot_id: str, forfeited: int, at
 # ---------------------------------------------------------------- arrears
 
 
-async def insert_arrears(conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str, datetime, int]]) -> None:
-    """rows: (usage_id, org_id, resource, occurred_at, quantity)."""
+async def insert_arrears(conn: asyncpg.Connection,
+                         rows: Sequence[tuple[str, str, str, datetime, int, int]]) -> None:
+    """rows: (usage_id, org_id, resource, occurred_at, quantity, outstanding)."""
     if not rows:
         return
     await conn.execute(
         """INSERT INTO arrears (usage_id, org_id, resource, occurred_at, quantity, outstanding)
-           SELECT u, o, r, t, q, q FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
-                                              $5::int[]) AS v(u, o, r, t, q)""",
+           SELECT u, o, r, t, q, s FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
+                                              $5::int[], $6::int[]) AS v(u, o, r, t, q, s)""",
         *[list(col) for col in zip(*rows, strict=True)],
     )
 
@@ -169,12 +170,13 @@ async def save_outstanding(conn: asyncpg.Connection, org_id: str, changes: Seque
 # ---------------------------------------------------------------- licences
 
 
-async def orgs_with_perpetual(conn: asyncpg.Connection, orgs: Sequence[str]) -> set[str]:
+async def perpetual_since(conn: asyncpg.Connection, orgs: Sequence[str]) -> dict[str, datetime]:
+    """Since when each of `orgs` holding AI-PERPETUAL holds it (its earliest paid_at)."""
     rows = await conn.fetch(
-        "SELECT org_id FROM licences WHERE org_id = ANY($1::text[]) AND feature = $2",
+        "SELECT org_id, starts_at FROM licences WHERE org_id = ANY($1::text[]) AND feature = $2",
         list(orgs), domain.PERPETUAL_FEATURE,
     )
-    return {r["org_id"] for r in rows}
+    return {r["org_id"]: r["starts_at"] for r in rows}
 
 
 def _licence(r: asyncpg.Record) -> StoredLicence:
@@ -305,7 +307,7 @@ async def lots_of(conn: asyncpg.Connection, org_id: str) -> list[Lot]:
 
 
 async def has_perpetual(conn: asyncpg.Connection, org_id: str) -> bool:
-    return bool(await orgs_with_perpetual(conn, [org_id]))
+    return bool(await perpetual_since(conn, [org_id]))
 
 
 def book_of(resource: str, lots: list[Lot]) -> Book:

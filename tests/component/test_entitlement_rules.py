@@ -142,3 +142,52 @@ async def test_offline_ai_review_is_counted_under_perpetual_licence_else_no_offl
     [on] = await ent.ledger("usage_deducted", usage_id=online.id)
     assert on["offline_licence"] is False and sum(a["quantity"] for a in on["allocations"]) == 2
     assert (await ent.balance("ai_review"))["available"] == 998  # offline drew nothing
+
+
+# ---------------------------------------------------------------- arrival order (issue 18)
+
+
+async def test_lots_that_expire_together_are_drawn_by_line_number_as_a_number(ent):
+    oid = await ent.credit(line(10, "CI-QTY", quantity=1000, storage_years=1),
+                           line(2, "CI-QTY", quantity=1000, storage_years=1))
+    first = use("cloud_inspection", 1001)
+    await ent.deduct(first)
+    [got] = await ent.ledger("usage_deducted", usage_id=first.id)
+    assert [(a["lot_id"], a["quantity"]) for a in got["allocations"]] == [(f"{oid}.2", 1000), (f"{oid}.10", 1)]
+
+
+async def test_an_import_already_expired_offsets_only_arrears_that_occurred_before_its_expiry(ent):
+    paid = NOW - timedelta(days=400)
+    within, after = use("cloud_inspection", 3, paid + timedelta(days=10)), use("cloud_inspection", 4)
+    await ent.deduct(within, after)
+    oid = await ent.credit(line(0, "CI-QTY", quantity=1000, storage_years=5), paid_at=paid)
+    [off] = await ent.ledger("arrears_offset")
+    assert off["lot_id"] == f"{oid}.0" and [(o["usage_id"], o["quantity"]) for o in off["offsets"]] == [(within.id, 3)]
+    bal = await ent.balance("cloud_inspection")
+    assert (bal["arrears"], bal["used"], bal["available"]) == (4, 7, 997)
+
+
+async def test_a_late_use_is_offset_at_once_by_the_purchase_that_arrived_before_it(ent):
+    """The issue's example: 1,000 bought; a use of 100 that occurred 3 minutes before the purchase
+    arrives after it. As in occurrence order: arrears, offset first by that lot."""
+    paid = NOW - timedelta(minutes=1)
+    oid = await ent.credit(line(0, "CI-QTY", quantity=1000, storage_years=10), paid_at=paid)
+    late = use("cloud_inspection", 100, paid - timedelta(minutes=3))
+    await ent.deduct(late)
+    [got] = await ent.ledger("usage_deducted", usage_id=late.id)
+    assert got["allocations"] == [] and got["arrears_quantity"] == 100
+    [off] = await ent.ledger("arrears_offset")
+    assert off["lot_id"] == f"{oid}.0" and off["quantity"] == 100
+    assert [(o["usage_id"], o["quantity"]) for o in off["offsets"]] == [(late.id, 100)]
+    assert same_instant(off["offsets"][0]["retention_until"], add_years(late.data.occurred_at, 10))
+    bal = await ent.balance("cloud_inspection")
+    assert (bal["arrears"], bal["available"], bal["used"], bal["purchased"]) == (0, 900, 100, 1000)
+
+
+async def test_an_offline_review_before_the_perpetual_licence_is_refused_whatever_the_arrival(ent):
+    paid = NOW - timedelta(days=1)
+    await ent.credit(line(0, "AI-PERPETUAL"), paid_at=paid)
+    before, since = use("ai_review", 1, paid - timedelta(hours=1), "offline"), use("ai_review", 1, paid, "offline")
+    await ent.deduct(before, since)
+    assert (await ent.ledger("usage_rejected", usage_id=before.id))[0]["reason"] == "NO_OFFLINE_LICENCE"
+    assert (await ent.ledger("usage_deducted", usage_id=since.id))[0]["offline_licence"] is True
