@@ -16,11 +16,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
+from aiokafka import errors as kafka_errors
+from prometheus_client import Counter
 
 from contracts.events import CloudEvent, encode, topic_of
 from shared import observability as obs
 
 log = logging.getLogger(__name__)
+
+PARKED = Counter(
+    "aimis_outbox_parked", "Outbox rows parked: refused by the broker for good (SPEC 7.2)", ["service"]
+)
+# Broker (or client-side) refusals that no retry cures: the record itself is the problem.
+_UNPUBLISHABLE = (
+    kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordTooLargeError, kafka_errors.RecordListTooLargeError,
+    kafka_errors.CorruptRecordException, kafka_errors.InvalidTimestampError, kafka_errors.InvalidTopicError,
+)
 
 Publish = Callable[[str, bytes, bytes], Awaitable[Any]]  # (topic, key, value) -> awaitable ack
 
@@ -111,19 +122,72 @@ class Relay:
 
     async def _drain(self, conn: asyncpg.Connection) -> int:
         rows = await conn.fetch(
-            "SELECT seq, topic, key, payload FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1",
+            "SELECT seq, topic, key, payload FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL"
+            " ORDER BY seq LIMIT $1",
             self.batch_size,
         )
         if not rows:
             return 0
-        acks = [await self.publish(r["topic"], r["key"].encode(), r["payload"]) for r in rows]
-        await asyncio.gather(*acks)
+        try:
+            acks = [await self.publish(r["topic"], r["key"].encode(), r["payload"]) for r in rows]
+            await asyncio.gather(*acks)
+        except Exception as e:
+            if not unpublishable(e):
+                raise
+            return await self._publish_parking(conn, rows)
         seqs = [r["seq"] for r in rows]
         if self.after_publish is not None:
             await self.after_publish(seqs)
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])", seqs)
         obs.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
         return len(rows)
+
+
+    async def _publish_parking(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> int:
+        """The broker refused a row of `rows` for good: publish them one at a time, in order,
+        parking each refused row (SPEC 7.2) so the rows behind it leave. Rows published before the
+        refusal go again; consumers' inboxes make that a no-op."""
+        for r in rows:
+            try:
+                await (await self.publish(r["topic"], r["key"].encode(), r["payload"]))
+            except Exception as e:
+                if not unpublishable(e):
+                    raise
+                await park(conn, r["seq"], f"{type(e).__name__}: {e}"[:1000])
+                PARKED.labels(self.schema).inc()
+                log.error("outbox row %s (%s, %d bytes) refused by the broker for good: %r; parked",
+                          r["seq"], r["topic"], len(r["payload"]), e, extra={"topic": r["topic"]})
+                continue
+            await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = $1", r["seq"])
+            obs.OUTBOX_PUBLISHED.labels(self.schema).inc()
+        return len(rows)
+
+
+def unpublishable(e: BaseException) -> bool:
+    """True when the broker (or the producer, before sending) refuses a record for good."""
+    return isinstance(e, _UNPUBLISHABLE)
+
+
+async def park(conn: asyncpg.Connection, seq: int, reason: str) -> None:
+    await conn.execute("UPDATE outbox SET parked_at = now(), park_reason = $2 WHERE seq = $1", seq, reason)
+
+
+async def parked(conn: asyncpg.Connection, limit: int = 1000) -> list[dict[str, Any]]:
+    """Parked rows, oldest first (GET /v1/admin/outbox/parked)."""
+    rows = await conn.fetch(
+        """SELECT seq, event_id, topic, key, octet_length(payload) AS size, created_at, parked_at, park_reason
+           FROM outbox WHERE parked_at IS NOT NULL ORDER BY seq LIMIT $1""",
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def oldest_unsent_s(conn: asyncpg.Connection) -> float:
+    """Age in seconds of the oldest row neither sent nor parked (0 when there is none)."""
+    age = await conn.fetchval(
+        "SELECT extract(epoch FROM now() - min(created_at)) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL"
+    )
+    return max(0.0, float(age or 0.0))
 
 
 async def purge_sent(conn: asyncpg.Connection, older_than_s: int = 86_400) -> int:

@@ -14,7 +14,7 @@ import asyncpg
 from fastapi import APIRouter, FastAPI
 
 from contracts.events import CloudEvent, EventData, new_event
-from shared import auth, db, docs, errors, http_limits, kafka, migrate, observability, outbox
+from shared import admin, auth, db, docs, errors, http_limits, kafka, migrate, observability, outbox
 from shared.clock import Clock
 from shared.config import Settings, get_settings
 from shared.consumer import Consumer, Subscription
@@ -195,6 +195,7 @@ class Runtime:
         http_limits.install(app, self.settings.http_deadline_s, self.name)  # outermost: SPEC 7.1, 7.5
 
         app.include_router(observability.health_router({"database": self.db_ready, "kafka": self.kafka_ready}))
+        app.include_router(admin.router())
         for r in routers:
             app.include_router(r)
         return app
