@@ -130,6 +130,7 @@ class Runtime:
             )
         await self.broker.start()
         await self.publisher.start()
+        outbox.PARKED.labels(self.schema)  # exported as 0 from the start, so increase() sees the first park
         self.relay = Relay(s.database_url, self.schema, self.publisher)
         self.relay.start()
         await self._spawn(self._housekeeping, f"{self.name}-outbox-housekeeping")
