@@ -33,6 +33,9 @@ _UNPUBLISHABLE = (
     kafka_errors.CorruptRecordException, kafka_errors.InvalidTimestampError, kafka_errors.InvalidTopicError,
 )
 
+_UNSENT = ("SELECT seq, topic, key, payload FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL"
+           " ORDER BY seq LIMIT $1")  # parked rows stay behind
+
 Publish = Callable[[str, bytes, bytes], Awaitable[Any]]  # (topic, key, value) -> awaitable ack
 
 
@@ -109,7 +112,7 @@ class Relay:
             self.is_leader = True
             await conn.add_listener(f"outbox_{self.schema}", lambda *_: self._wake.set())
             while True:
-                sent = await self._drain(conn)
+                sent = await self._drain_parking(conn)
                 if sent == 0:
                     self._wake.clear()
                     try:
@@ -122,19 +125,13 @@ class Relay:
 
     async def _drain(self, conn: asyncpg.Connection) -> int:
         rows = await conn.fetch(
-            "SELECT seq, topic, key, payload FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL"
-            " ORDER BY seq LIMIT $1",
+            _UNSENT,
             self.batch_size,
         )
         if not rows:
             return 0
-        try:
-            acks = [await self.publish(r["topic"], r["key"].encode(), r["payload"]) for r in rows]
-            await asyncio.gather(*acks)
-        except Exception as e:
-            if not unpublishable(e):
-                raise
-            return await self._publish_parking(conn, rows)
+        acks = [await self.publish(r["topic"], r["key"].encode(), r["payload"]) for r in rows]
+        await asyncio.gather(*acks)
         seqs = [r["seq"] for r in rows]
         if self.after_publish is not None:
             await self.after_publish(seqs)
@@ -142,14 +139,28 @@ class Relay:
         obs.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
         return len(rows)
 
+    # -- SPEC 7.2: parking rows the broker refuses for good -------------------------------------
+
+    async def _drain_parking(self, conn: asyncpg.Connection) -> int:
+        """`_drain`; when the broker refused a row of the batch for good, the batch again one row
+        at a time, parking each refused row so the rows behind it leave."""
+        try:
+            return await self._drain(conn)
+        except Exception as e:
+            if not unpublishable(e):
+                raise  # transient: the relay reconnects and retries
+            return await self._publish_parking(conn, await conn.fetch(_UNSENT, self.batch_size))
+
+    async def _publish_one(self, r: asyncpg.Record) -> None:
+        """One row, returning once Kafka acknowledged it."""
+        await (await self.publish(r["topic"], r["key"].encode(), r["payload"]))
 
     async def _publish_parking(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> int:
-        """The broker refused a row of `rows` for good: publish them one at a time, in order,
-        parking each refused row (SPEC 7.2) so the rows behind it leave. Rows published before the
-        refusal go again; consumers' inboxes make that a no-op."""
+        """Publish `rows` one at a time, in order, parking each the broker refuses for good
+        (SPEC 7.2). Rows published before the refusal go again; consumers' inboxes make that a no-op."""
         for r in rows:
             try:
-                await (await self.publish(r["topic"], r["key"].encode(), r["payload"]))
+                await self._publish_one(r)
             except Exception as e:
                 if not unpublishable(e):
                     raise
