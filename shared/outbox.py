@@ -24,18 +24,6 @@ from shared import observability as obs
 
 log = logging.getLogger(__name__)
 
-PARKED = Counter(
-    "aimis_outbox_parked", "Outbox rows parked: refused by the broker for good (SPEC 7.2)", ["service"]
-)
-# Broker (or client-side) refusals that no retry cures: the record itself is the problem.
-_UNPUBLISHABLE = (
-    kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordTooLargeError, kafka_errors.RecordListTooLargeError,
-    kafka_errors.CorruptRecordException, kafka_errors.InvalidTimestampError, kafka_errors.InvalidTopicError,
-)
-
-_UNSENT = ("SELECT seq, topic, key, payload FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL"
-           " ORDER BY seq LIMIT $1")  # parked rows stay behind
-
 Publish = Callable[[str, bytes, bytes], Awaitable[Any]]  # (topic, key, value) -> awaitable ack
 
 
@@ -54,6 +42,19 @@ async def add(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> No
         [e.subject for e in events],
         [encode(e) for e in events],
     )
+
+
+PARKED = Counter(
+    "aimis_outbox_parked", "Outbox rows parked: refused by the broker for good (SPEC 7.2)", ["service"]
+)
+# Broker (or client-side) refusals that no retry cures: the record itself is the problem.
+_UNPUBLISHABLE = (
+    kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordTooLargeError, kafka_errors.RecordListTooLargeError,
+    kafka_errors.CorruptRecordException, kafka_errors.InvalidTimestampError, kafka_errors.InvalidTopicError,
+)
+
+_UNSENT = ("SELECT seq, topic, key, payload FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL"
+           " ORDER BY seq LIMIT $1")  # parked rows stay behind
 
 
 def _lock_key(schema: str) -> int:
