@@ -16,10 +16,11 @@ from rich.table import Table
 
 from cli import runenv
 from cli.client import Api, CliError
+from cli.dlq import dlq_app
 from shared import auth
 from shared.config import Settings
 
-app = typer.Typer(help="Operate AIMIS Billing: tokens, agreements, orders, balances, usage, ledger.",
+app = typer.Typer(help="Operate AIMIS Billing: tokens, agreements, orders, balances, usage, ledger, dead letters.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 token_app = typer.Typer(help="Bearer tokens (HS256, AIMIS_AUTH_SECRET).", no_args_is_help=True)
 agreement_app = typer.Typer(help="Offline cooperation agreements.", no_args_is_help=True)
@@ -31,6 +32,7 @@ app.add_typer(agreement_app, name="agreement")
 app.add_typer(order_app, name="order")
 app.add_typer(usage_app, name="usage")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(dlq_app, name="dlq")
 out = Console()
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 

@@ -322,3 +322,22 @@ class ScheduleItem(BaseModel):
 class ScheduleResponse(BaseModel):
     org_id: OrgId
     items: list[ScheduleItem]
+
+
+class ParkedRow(BaseModel):
+    """An outbox row the broker refused for good (SPEC 7.2): kept, not published, not retried."""
+
+    seq: int
+    event_id: str
+    topic: str
+    key: str
+    size: int = Field(description="bytes of the encoded event")
+    created_at: AwareDatetime
+    parked_at: AwareDatetime
+    park_reason: str
+
+
+class ParkedRows(BaseModel):
+    service: str
+    count: int = Field(description="parked rows in this service's outbox")
+    rows: list[ParkedRow] = Field(description="the oldest parked rows (at most 1000)")

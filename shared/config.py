@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     kafka_username: str = ""  # this process's principal (scram)
     kafka_password: str = ""
     kafka_credentials: str = ""  # a credentials.json ({principal: password}) to take the password from
+    # SPEC 7.2: /readyz answers 503 when a consumer with lag or the outbox made no progress this long
+    stall_s: PositiveFloat = 60.0
     # consumer tuning (not in the SPEC; defaults suit this machine)
     batch_max_records: int = 2000
     batch_timeout_ms: int = 50

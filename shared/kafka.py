@@ -81,8 +81,9 @@ def batch_consumer(
     batch_timeout_ms: int = 50,
     retry_backoff_s: float = 1.0,
     **kw: Any,
-) -> None:
-    """Subscribe `handler` to raw record batches of `topic`.
+) -> Any:
+    """Subscribe `handler` to raw record batches of `topic`; returns FastStream's subscriber (its
+    `consumer`, once started, tells which partitions this process is assigned).
 
     The records reach the handler undecoded (`keep_raw`): FastStream's default decoder would
     JSON-decode each one before the handler runs, and a record it cannot decode (nested too deeply:
@@ -94,7 +95,7 @@ def batch_consumer(
     input: they route it to a rejected/dead-letter topic inside their transaction.
     """
 
-    @broker.subscriber(  # type: ignore[untyped-decorator]  # FastStream types it loosely
+    subscriber = broker.subscriber(
         topic,
         group_id=group_id,
         batch=True,
@@ -106,6 +107,8 @@ def batch_consumer(
         decoder=kw.pop("decoder", keep_raw),
         **kw,
     )
+
+    @subscriber  # type: ignore[untyped-decorator]  # FastStream types it loosely
     async def _consume(msg: KafkaMessage) -> None:
         raw = msg.raw_message
         records = list(raw) if isinstance(raw, tuple) else [raw]
@@ -119,6 +122,8 @@ def batch_consumer(
             raise
         obs.BATCH_SECONDS.labels(service, topic).observe(time.perf_counter() - started)
         obs.MESSAGES.labels(service, topic, "ok").inc(len(records))
+
+    return subscriber
 
 
 async def keep_raw(msg: Any) -> None:

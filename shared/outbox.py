@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
+from aiokafka import errors as kafka_errors
+from prometheus_client import Counter
 
 from contracts.events import CloudEvent, encode, topic_of
 from shared import observability as obs
@@ -40,6 +42,19 @@ async def add(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> No
         [e.subject for e in events],
         [encode(e) for e in events],
     )
+
+
+PARKED = Counter(
+    "aimis_outbox_parked", "Outbox rows parked: refused by the broker for good (SPEC 7.2)", ["service"]
+)
+# Broker (or client-side) refusals that no retry cures: the record itself is the problem.
+_UNPUBLISHABLE = (
+    kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordTooLargeError, kafka_errors.RecordListTooLargeError,
+    kafka_errors.CorruptRecordException, kafka_errors.InvalidTimestampError, kafka_errors.InvalidTopicError,
+)
+
+_UNSENT = ("SELECT seq, topic, key, payload FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL"
+           " ORDER BY seq LIMIT $1")  # parked rows stay behind
 
 
 def _lock_key(schema: str) -> int:
@@ -98,7 +113,7 @@ class Relay:
             self.is_leader = True
             await conn.add_listener(f"outbox_{self.schema}", lambda *_: self._wake.set())
             while True:
-                sent = await self._drain(conn)
+                sent = await self._drain_parking(conn)
                 if sent == 0:
                     self._wake.clear()
                     try:
@@ -111,7 +126,7 @@ class Relay:
 
     async def _drain(self, conn: asyncpg.Connection) -> int:
         rows = await conn.fetch(
-            "SELECT seq, topic, key, payload FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1",
+            _UNSENT,
             self.batch_size,
         )
         if not rows:
@@ -124,6 +139,67 @@ class Relay:
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])", seqs)
         obs.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
         return len(rows)
+
+    # -- SPEC 7.2: parking rows the broker refuses for good -------------------------------------
+
+    async def _drain_parking(self, conn: asyncpg.Connection) -> int:
+        """`_drain`; when the broker refused a row of the batch for good, the batch again one row
+        at a time, parking each refused row so the rows behind it leave."""
+        try:
+            return await self._drain(conn)
+        except Exception as e:
+            if not unpublishable(e):
+                raise  # transient: the relay reconnects and retries
+            return await self._publish_parking(conn, await conn.fetch(_UNSENT, self.batch_size))
+
+    async def _publish_one(self, r: asyncpg.Record) -> None:
+        """One row, returning once Kafka acknowledged it."""
+        await (await self.publish(r["topic"], r["key"].encode(), r["payload"]))
+
+    async def _publish_parking(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> int:
+        """Publish `rows` one at a time, in order, parking each the broker refuses for good
+        (SPEC 7.2). Rows published before the refusal go again; consumers' inboxes make that a no-op."""
+        for r in rows:
+            try:
+                await self._publish_one(r)
+            except Exception as e:
+                if not unpublishable(e):
+                    raise
+                await park(conn, r["seq"], f"{type(e).__name__}: {e}"[:1000])
+                PARKED.labels(self.schema).inc()
+                log.error("outbox row %s (%s, %d bytes) refused by the broker for good: %r; parked",
+                          r["seq"], r["topic"], len(r["payload"]), e, extra={"topic": r["topic"]})
+                continue
+            await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = $1", r["seq"])
+            obs.OUTBOX_PUBLISHED.labels(self.schema).inc()
+        return len(rows)
+
+
+def unpublishable(e: BaseException) -> bool:
+    """True when the broker (or the producer, before sending) refuses a record for good."""
+    return isinstance(e, _UNPUBLISHABLE)
+
+
+async def park(conn: asyncpg.Connection, seq: int, reason: str) -> None:
+    await conn.execute("UPDATE outbox SET parked_at = now(), park_reason = $2 WHERE seq = $1", seq, reason)
+
+
+async def parked(conn: asyncpg.Connection, limit: int = 1000) -> list[dict[str, Any]]:
+    """Parked rows, oldest first (GET /v1/admin/outbox/parked)."""
+    rows = await conn.fetch(
+        """SELECT seq, event_id, topic, key, octet_length(payload) AS size, created_at, parked_at, park_reason
+           FROM outbox WHERE parked_at IS NOT NULL ORDER BY seq LIMIT $1""",
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def oldest_unsent_s(conn: asyncpg.Connection) -> float:
+    """Age in seconds of the oldest row neither sent nor parked (0 when there is none)."""
+    age = await conn.fetchval(
+        "SELECT extract(epoch FROM now() - min(created_at)) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL"
+    )
+    return max(0.0, float(age or 0.0))
 
 
 async def purge_sent(conn: asyncpg.Connection, older_than_s: int = 86_400) -> int:

@@ -14,11 +14,12 @@ import asyncpg
 from fastapi import APIRouter, FastAPI
 
 from contracts.events import CloudEvent, EventData, new_event
-from shared import auth, db, docs, errors, http_limits, kafka, migrate, observability, outbox
+from shared import admin, auth, db, docs, errors, http_limits, kafka, migrate, observability, outbox
 from shared.clock import Clock
 from shared.config import Settings, get_settings
 from shared.consumer import Consumer, Subscription
 from shared.outbox import Relay
+from shared.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,11 @@ class Runtime:
         self.on_start: list[Hook] = []
         self.on_stop: list[Hook] = []
         self._tasks: list[asyncio.Task[Any]] = []
+        self._subscribers: list[Any] = []  # FastStream subscribers (for their partition assignment)
+        self.progress = Progress(
+            name, self.group_id, self.settings.stall_s, self._assigned, bootstrap=self.settings.kafka_bootstrap,
+            options=self.kafka_options, pool=lambda: self._pool,
+        )
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -71,11 +77,15 @@ class Runtime:
         self.consume(sub.topic, Consumer(self, sub), retry_backoff_s=0.0)  # the consumer backs off itself
 
     def consume(self, topic: str, handler: kafka.BatchHandler, **kw: Any) -> None:
-        kafka.batch_consumer(
+        self._subscribers.append(kafka.batch_consumer(
             self.broker, topic, self.group_id, handler, service=self.name,
             max_records=self.settings.batch_max_records,
             batch_timeout_ms=self.settings.batch_timeout_ms, **kw,
-        )
+        ))
+
+    def _assigned(self) -> list[Any]:
+        """The partitions this process's consumers are assigned now."""
+        return [tp for s in self._subscribers if s.consumer is not None for tp in s.consumer.assignment()]
 
     def event(
         self, subject: str, data: EventData, *, type: str | None = None, id: str | None = None
@@ -120,9 +130,11 @@ class Runtime:
             )
         await self.broker.start()
         await self.publisher.start()
+        outbox.PARKED.labels(self.schema)  # exported as 0 from the start, so increase() sees the first park
         self.relay = Relay(s.database_url, self.schema, self.publisher)
         self.relay.start()
         await self._spawn(self._housekeeping, f"{self.name}-outbox-housekeeping")
+        self.progress.start()
         for hook in self.on_start:
             await hook(self)
         log.info("%s started", self.name)
@@ -138,6 +150,7 @@ class Runtime:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         self._tasks.clear()
+        await self.progress.stop()
         if self.relay:
             await self.relay.stop()
         await self.publisher.stop()
@@ -194,7 +207,11 @@ class Runtime:
 
         http_limits.install(app, self.settings.http_deadline_s, self.name)  # outermost: SPEC 7.1, 7.5
 
-        app.include_router(observability.health_router({"database": self.db_ready, "kafka": self.kafka_ready}))
+        app.include_router(observability.health_router({
+            "database": self.db_ready, "kafka": self.kafka_ready,
+            "consumers": self.progress.consumers_ok, "outbox": self.progress.outbox_ok,  # SPEC 7.2 stalls
+        }))
+        app.include_router(admin.router())
         for r in routers:
             app.include_router(r)
         return app

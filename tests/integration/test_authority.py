@@ -160,6 +160,9 @@ ROUTES: dict[tuple[str, str, str], tuple[Build, tuple[int, ...]]] = {
     ("metering", "POST", "/v1/usage"): (_usage_post, (401, 202, 403, 202, 403, 403)),
     ("metering", "GET", "/v1/orgs/{org_id}/usage"): (_org_path("metering", "/usage"), READ_ACCOUNT),
     ("expiry", "GET", "/v1/orgs/{org_id}/schedule"): (_org_path("expiry", "/schedule"), READ_ACCOUNT),
+    **{(svc, "GET", "/v1/admin/outbox/parked"): (
+        lambda w, r, svc=svc: _ret(svc, "/v1/admin/outbox/parked"), (401, 200, 200, 403, 403, 403))
+       for svc in ("order", "entitlement", "metering", "expiry")},
 }
 
 

@@ -143,7 +143,7 @@ async def test_migrations_from_empty_give_the_schema_and_rerun_is_noop(fresh_db)
     conn = await asyncpg.connect(fresh_db)
     try:
         first = await migrate.migrate(conn, "foundation", MIGRATIONS)
-        assert first == ["shared/001_outbox_inbox.sql", "service/001_effects.sql"]
+        assert first == ["shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql", "service/001_effects.sql"]
         assert await migrate.migrate(conn, "foundation", MIGRATIONS) == []
         tables = {
             r["table_name"]
