@@ -32,7 +32,8 @@ async def _parked(c: Ctx, service: str) -> dict[str, Any]:
         return {"service": service, "available": False, "reason": f"{e.status} {e.code}"}
     rows = body.get("rows", body.get("items", body)) if isinstance(body, dict) else body
     rows = rows if isinstance(rows, list) else []
-    return {"service": service, "available": True, "rows": rows[:20], "count": len(rows)}
+    count = body.get("count", len(rows)) if isinstance(body, dict) else len(rows)
+    return {"service": service, "available": True, "rows": rows[:20], "count": count}
 
 
 async def _dead_letters(c: Ctx, service: str) -> dict[str, Any]:

@@ -46,6 +46,7 @@ class FakeServices:
         self.cancelled: list[str] = []
         self.ledger_reads = 0
         self.endless_ledger = False
+        self.parked_ports: set[int] = set()  # services that answer the SPEC 7.2 operator reads
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(request)
@@ -103,6 +104,15 @@ class FakeServices:
                                               "accept_by": "2027-11-01T00:00:00Z"}])
         if p.endswith("/acceptance"):
             return httpx.Response(200, json={})
+        if p == "/v1/admin/outbox/parked" and request.url.port in self.parked_ports:
+            return httpx.Response(200, json={"service": "entitlement", "count": 1, "rows": [{
+                "seq": 7, "event_id": "ev-parked-1", "topic": "aimis.ledger.v1", "key": "h1", "size": 1300000,
+                "created_at": "2026-11-26T00:00:00Z", "parked_at": "2026-11-26T00:00:01Z",
+                "park_reason": "MessageSizeTooLargeError"}]})
+        if p == "/metrics" and request.url.port in self.parked_ports:
+            return httpx.Response(200, text='# TYPE aimis_dead_letters_total counter\n'
+                                  'aimis_dead_letters_total{service="entitlement",topic="aimis.orders.v1",'
+                                  'reason="UNPROCESSABLE"} 3.0\n')
         return _err(404, "NOT_FOUND")
 
 
@@ -511,3 +521,16 @@ async def test_a_paid_order_not_credited_in_time_shows_as_overdue(console: httpx
     assert "data-overdue" not in (await console.get("/orgs/h1/orders/fine")).text
     zh = await console.get("/orgs/h1/orders/late?lang=zh-CN")
     assert "应于 2026-11-26 01:00" in zh.text
+
+
+async def test_operators_see_parked_outbox_rows_and_dead_letter_counts(console: httpx.AsyncClient,
+                                                                       fake: FakeServices) -> None:
+    """SPEC 8: the operator page lists each service's parked rows and its dead letters by topic and reason."""
+    fake.parked_ports = {8002}  # the entitlement service's default port
+    await sign_in(console, jwt.encode({"role": "finance", "exp": 4102444800}, SECRET, algorithm="HS256"))
+    page = (await console.get("/ops")).text
+    row = re.search(r'<tr data-parked="entitlement">(.*?)</tr>', page, re.S)
+    assert row and "ev-parked-1" in row.group(1) and "MessageSizeTooLargeError" in row.group(1)
+    assert ">1<" in row.group(1)  # the count
+    assert "aimis.orders.v1" in page and "UNPROCESSABLE" in page
+    assert re.search(r'<tr data-parked="order">.*?</tr>', page, re.S)  # a service without rows is listed too
