@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.inproc import in_process_stack, record_agreements
+from tests.support.inproc import stack_with_orgs
 from tests.support.rawhttp import exchange, status_of
 from tests.support.services import SECRET, bearer
 
@@ -62,10 +62,8 @@ def usage(org: str, **data: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 async def target(real_infra):
-    async with in_process_stack(real_infra) as stack, httpx.AsyncClient(timeout=30) as http:
-        attacker, other = f"mallory-{uuid.uuid4().hex[:6]}", f"victim-{uuid.uuid4().hex[:6]}"
+    async with stack_with_orgs(real_infra, "mallory", "victim") as (stack, http, (attacker, other)):
         t = Target(stack, http, attacker, other)
-        await record_agreements(http, stack, attacker, other)
         for org in (attacker, other):
             r = await http.post(f"{t.url('order')}/v1/admin/orders/import", headers=ADMIN, json={
                 "order_id": f"imp-{org}", "org_id": org, "lines": [{"sku": "CI-QTY", "quantity": 1000, "storage_years": 1}],

@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.support.inproc import in_process_stack, record_agreements
+from tests.support.inproc import stack_with_orgs
 from tests.support.services import SECRET, bearer
 
 pytestmark = pytest.mark.integration
@@ -58,10 +58,8 @@ class World:
 
 @pytest.fixture(scope="module")
 async def world(real_infra):
-    async with in_process_stack(real_infra) as stack, httpx.AsyncClient(timeout=30) as http:
-        a, b = f"org-a-{uuid.uuid4().hex[:8]}", f"org-b-{uuid.uuid4().hex[:8]}"
+    async with stack_with_orgs(real_infra, "org-a", "org-b") as (stack, http, (a, b)):
         w = World(stack, a, b, http)
-        await record_agreements(http, stack, a, b)
         conn = await asyncpg.connect(stack.dsn, server_settings={"search_path": "entitlement"})
         try:  # one service awaiting acceptance per org: only what the acceptance rule needs
             for org in (a, b):

@@ -6,6 +6,7 @@ import base64
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -30,11 +31,16 @@ def _claims(**kw: object) -> dict[str, object]:
     return {"role": "admin", "iat": NOW, "exp": NOW + timedelta(hours=1), **kw}
 
 
+def _refusal(error: type[Exception], status: int, code: str, call: Any, arg: Any) -> str:
+    """`call(arg)` raises `error` with this status and code; its message."""
+    with pytest.raises(error) as e:
+        call(arg)
+    assert (e.value.status, e.value.code) == (status, code)  # type: ignore[attr-defined]
+    return str(e.value.message)  # type: ignore[attr-defined]
+
+
 def _unauthorized(token: str) -> str:
-    with pytest.raises(ApiError) as e:
-        _decode(token)
-    assert (e.value.status, e.value.code) == (401, "UNAUTHORIZED")
-    return e.value.message
+    return _refusal(ApiError, 401, "UNAUTHORIZED", _decode, token)
 
 
 # ------------------------------------------------------------------ tokens (SPEC 7.4)
@@ -183,10 +189,7 @@ def test_event_time_from_2000_is_accepted():
 
 
 def _refused(body: bytes) -> str:
-    with pytest.raises(Rejected) as e:
-        check_json_body(body)
-    assert (e.value.status, e.value.code) == (400, "VALIDATION_ERROR")
-    return e.value.message
+    return _refusal(Rejected, 400, "VALIDATION_ERROR", check_json_body, body)
 
 
 def test_json_depth_ignores_brackets_inside_strings():
