@@ -1,7 +1,7 @@
 """The performance protocol of SPEC 9, in one run on one broker and one database.
 
     .venv/bin/python benchmarks/system.py [--events 100000] [--orgs 50] [--rate 5000] [--seconds 60]
-        [--skip-latency] [--record docs/benchmarks.md]
+        [--skip-latency] [--batches] [--record docs/benchmarks.md]
 
 1. reference: one bare aiokafka process consumes N usage-shaped JSON records, parses each, produces
    each to another topic and commits offsets (records/s from the first produce to the last ack);
@@ -11,6 +11,8 @@
 3. latency: usage paced at `--rate` events/s for `--seconds`; p50, p99 and max from produce to the
    ledger entry being readable on the topic (each event carries its send time in `attributes`);
 4. each service's peak resident memory (VmHWM).
+Phase 2 also prints each service's CPU per 1,000 events (steadier than rates on a shared machine);
+`--batches` prints each consumer's mean batch size and time and the outbox rows published.
 
 Starts its own throwaway Kafka and PostgreSQL (tests/support/infra.py) unless AIMIS_KAFKA_BOOTSTRAP
 and AIMIS_DATABASE_URL are both set; the services get a fresh database either way. Targets on a
