@@ -606,11 +606,18 @@ def trusted(cls: type[_M], **values: Any) -> _M:
     `model_construct` does, at a fifth of its cost): every field must be given (`extra="allow"`
     models get no extras). For the hot paths, which build events from validated input."""
     obj = cls.__new__(cls)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-    object.__setattr__(obj, "__pydantic_extra__", {} if cls.model_config.get("extra") == "allow" else None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    _setattr(obj, "__dict__", values)
+    _setattr(obj, "__pydantic_fields_set__", set(values))
+    extra = _ALLOWS_EXTRA.get(cls)
+    if extra is None:
+        extra = _ALLOWS_EXTRA[cls] = cls.model_config.get("extra") == "allow"
+    _setattr(obj, "__pydantic_extra__", {} if extra else None)
+    _setattr(obj, "__pydantic_private__", None)
     return obj
+
+
+_setattr = object.__setattr__
+_ALLOWS_EXTRA: dict[type[BaseModel], bool] = {}
 
 
 def encode(event: CloudEvent[Any]) -> bytes:
