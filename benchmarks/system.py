@@ -1,7 +1,7 @@
 """The performance protocol of SPEC 9, in one run on one broker and one database.
 
     .venv/bin/python benchmarks/system.py [--events 100000] [--orgs 50] [--rate 5000] [--seconds 60]
-        [--skip-latency] [--record docs/benchmarks.md]
+        [--skip-latency] [--batches] [--record docs/benchmarks.md]
 
 1. reference: one bare aiokafka process consumes N usage-shaped JSON records, parses each, produces
    each to another topic and commits offsets (records/s from the first produce to the last ack);
@@ -11,6 +11,8 @@
 3. latency: usage paced at `--rate` events/s for `--seconds`; p50, p99 and max from produce to the
    ledger entry being readable on the topic (each event carries its send time in `attributes`);
 4. each service's peak resident memory (VmHWM).
+Phase 2 also prints each service's CPU per 1,000 events (steadier than rates on a shared machine);
+`--batches` prints each consumer's mean batch size and time and the outbox rows published.
 
 Starts its own throwaway Kafka and PostgreSQL (tests/support/infra.py) unless AIMIS_KAFKA_BOOTSTRAP
 and AIMIS_DATABASE_URL are both set; the services get a fresh database either way. Targets on a
@@ -157,6 +159,7 @@ class Results:
     latency: dict[str, float] = field(default_factory=dict)
     latency_note: str = ""
     rss_mib: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_1k: dict[str, float] = field(default_factory=dict)  # CPU per 1,000 events in phase 2
 
     @property
     def ratio(self) -> float:
@@ -307,6 +310,36 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+async def batch_sizes(url: str) -> str:
+    """Mean consumer batch (records, seconds) per topic and outbox rows published, from /metrics."""
+    import httpx
+
+    async with httpx.AsyncClient() as c:
+        text = (await c.get(f"{url}/metrics")).text
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("aimis_batch_seconds_sum", "aimis_batch_seconds_count", "aimis_outbox_published_total")):
+            name, value = line.rsplit(" ", 1)
+            sums[name] = sums.get(name, 0.0) + float(value)
+    out = []
+    for name, count in sums.items():
+        if name.startswith("aimis_batch_seconds_count") and count:
+            labels = name.removeprefix("aimis_batch_seconds_count")
+            records = sum(float(v) for k, v in [ln.rsplit(" ", 1) for ln in text.splitlines()
+                                                 if ln.startswith("aimis_messages_total") and 'outcome="ok"' in ln
+                                                 and labels.strip("{}").split(",")[1] in ln])
+            out.append(f"{labels} {count:,.0f} batches, {records / count:,.0f} records and "
+                       f"{sums['aimis_batch_seconds_sum' + labels] / count * 1000:,.0f} ms each")
+    out += [f"{k} {v:,.0f}" for k, v in sums.items() if k.startswith("aimis_outbox")]
+    return "; ".join(out)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (less noisy than rates on a shared machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
@@ -340,6 +373,7 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
 
         ctx = mp.get_context("spawn")
         q: mp.Queue[float] = ctx.Queue()
+        cpu0 = {p.name: cpu_s(p.proc.pid) for p in procs if p.proc is not None}
         prod = ctx.Process(target=_produce_burst, args=(bootstrap, topics.USAGE, orgs, args.events, q), daemon=True)
         prod.start()
         t0 = await asyncio.to_thread(q.get, True, 120)
@@ -348,8 +382,11 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
         if seen < args.events:
             raise SystemExit(f"only {seen} of {args.events} usage entries on the ledger in {args.timeout:.0f} s")
         res.system_eps = args.events / (t_end - t0)
+        res.cpu_ms_per_1k = {p.name: (cpu_s(p.proc.pid) - cpu0[p.name]) * 1e6 / args.events
+                             for p in procs if p.proc is not None}
         print(f"2. system (usage topic -> ledger, metering + entitlement processes, {args.orgs} orgs): "
-              f"{res.system_eps:,.0f} events/s; ratio {res.ratio:.2f}", flush=True)
+              f"{res.system_eps:,.0f} events/s; ratio {res.ratio:.2f}; CPU per 1,000 events: "
+              + ", ".join(f"{k} {v:,.0f} ms" for k, v in res.cpu_ms_per_1k.items()), flush=True)
 
         if not args.skip_latency:
             q2: mp.Queue[int] = ctx.Queue()
@@ -377,6 +414,8 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
         for p in procs:
             assert p.proc is not None
             res.rss_mib[p.name] = peak_rss_mib(p.proc.pid)
+            if args.batches:
+                print(f"   {p.name}: " + await batch_sizes(p.url), flush=True)
         print("4. peak RSS: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in res.rss_mib.items()), flush=True)
     finally:
         await watch.stop()
@@ -409,6 +448,8 @@ def record(path: Path, res: Results, args: argparse.Namespace, how: str) -> None
         f"| system, {args.events:,} events, {args.orgs} orgs | {res.system_eps:,.0f} events/s |",
         f"| ratio | {res.ratio:.2f} |",
     ]
+    for k, v in res.cpu_ms_per_1k.items():
+        lines.append(f"| CPU of {k} per 1,000 events (phase 2) | {v:,.0f} ms |")
     for k, v in res.latency.items():
         lines.append(f"| latency {k} at {args.rate:,}/s for {args.seconds:.0f} s | {v:,.0f} ms |")
     if res.latency_note:
@@ -427,6 +468,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--batches", action="store_true", help="print each consumer's mean batch size and time")
     ap.add_argument("--record", type=Path, help="append the results to this markdown file")
     args = ap.parse_args()
 

@@ -12,6 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -134,14 +135,21 @@ async def keep_raw(msg: Any) -> None:
 _HEADERS = [("content-type", b"application/cloudevents+json")]
 
 
+Row = tuple[str, bytes, bytes]  # (topic, key, value)
+
+
 class ProducerPublisher:
     """The outbox relay's publish function: a plain idempotent aiokafka producer (acks=all, key =
-    org_id, the default partitioner). It costs about half the CPU per message of FastStream's
-    `broker.publish`, and the relay is on every service's hot path."""
+    org_id, the default partitioner). The relay is on every service's hot path, so a drained
+    batch goes out as one record batch per partition (`create_batch`/`send_batch`): no per-record
+    future, partitioner call or accumulator lookup, which `send` costs for each record (and
+    FastStream's `broker.publish` about twice that)."""
 
     def __init__(self, bootstrap: str, client_id: str, options: dict[str, str] | None = None):
         self.bootstrap, self.client_id, self.options = bootstrap, client_id, options or {}
         self.producer: AIOKafkaProducer | None = None
+        self._partitioner = DefaultPartitioner()
+        self._slots: dict[tuple[bytes, int], int] = {}  # (key, partition count) -> partition index
 
     async def start(self) -> None:
         # Created here: aiokafka binds a producer to the running loop.
@@ -156,11 +164,40 @@ class ProducerPublisher:
             await self.producer.stop()
             self.producer = None
 
-    async def __call__(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
-        """Enqueue one record; the returned future resolves when Kafka acknowledged it."""
-        assert self.producer is not None, "ProducerPublisher.start() first"
-        sent: asyncio.Future[Any] = await self.producer.send(topic, value, key=key, headers=_HEADERS)
-        return sent
+    async def __call__(self, rows: Sequence[Row]) -> None:
+        """Publish `rows`, in their order within each partition; return when Kafka acknowledged
+        all of them (raise when any failed)."""
+        producer = self.producer
+        assert producer is not None, "ProducerPublisher.start() first"
+        groups: dict[tuple[str, int], list[Row]] = {}
+        parts: dict[str, list[int]] = {}
+        for row in rows:
+            topic = row[0]
+            if topic not in parts:
+                parts[topic] = sorted(await producer.partitions_for(topic))
+            groups.setdefault((topic, self._partition(row[1], parts[topic])), []).append(row)
+        acks = []
+        for (topic, partition), group in groups.items():
+            batch = producer.create_batch()
+            for _, key, value in group:
+                if batch.append(key=key, value=value, timestamp=None, headers=_HEADERS) is None:
+                    acks.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()  # full (max_batch_size): start the next one
+                    if batch.append(key=key, value=value, timestamp=None, headers=_HEADERS) is None:
+                        raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
+            acks.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*acks)
+
+    def _partition(self, key: bytes, partitions: list[int]) -> int:
+        """The default partitioner's choice (murmur2 of the key), as every producer of the topic
+        makes it; memoised, since the same organisations recur (bounded)."""
+        slot = (key, len(partitions))
+        index = self._slots.get(slot)
+        if index is None:
+            if len(self._slots) >= 100_000:
+                self._slots.clear()
+            index = self._slots[slot] = partitions.index(self._partitioner(key, partitions, partitions))
+        return partitions[index]
 
 
 async def publish_events(broker: KafkaBroker, events: Sequence[CloudEvent[Any]]) -> None:

@@ -24,6 +24,7 @@ from contracts.events import (
     Resource,
     UsageData,
     parse_event,
+    trusted,
 )
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -78,8 +79,8 @@ class Usage:
     def deduction(self, received_at: datetime) -> DeductionRequestedData:
         d = self.data
         # built from already validated values: no second validation on the hot path
-        return DeductionRequestedData.model_construct(
-            usage_id=self.id, org_id=self.org_id, resource=cast(Resource, self.resource),
+        return trusted(
+            DeductionRequestedData, usage_id=self.id, org_id=self.org_id, resource=cast(Resource, self.resource),
             quantity=d.quantity, occurred_at=self.occurred_at, received_at=received_at,
             channel=d.channel, inspection_id=d.inspection_id, site_id=d.site_id,
             attributes=d.attributes,
@@ -87,8 +88,8 @@ class Usage:
 
     def deduction_event(self, source: str, now: datetime) -> CloudEvent[Any]:
         """`deduction_requested`: CloudEvent id = data.usage_id = this usage id, subject = the org."""
-        return _AnyEvent.model_construct(
-            specversion="1.0", id=self.id, source=source, type=DeductionRequestedData.TYPE,
+        return trusted(
+            _AnyEvent, specversion="1.0", id=self.id, source=source, type=DeductionRequestedData.TYPE,
             subject=self.org_id, time=now, datacontenttype="application/json", data=self.deduction(now),
         )
 

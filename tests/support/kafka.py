@@ -62,13 +62,15 @@ class TopicReader:
         return out
 
     async def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 30.0
+        self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 30.0,
+        distinct: Callable[[dict[str, Any]], Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """Poll until `count` events match `predicate`; fail after `timeout` seconds."""
+        """Poll until `count` events match `predicate` (with `distinct`: `count` different values of
+        it, so that redelivered repeats do not count); fail after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             found = self.events(predicate)
-            if len(found) >= count:
+            if len(found if distinct is None else {distinct(e) for e in found}) >= count:
                 return found
             if time.monotonic() > deadline:
                 raise AssertionError(
