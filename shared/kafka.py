@@ -160,13 +160,24 @@ class ProducerPublisher:
         await self.producer.start()
 
     async def stop(self) -> None:
-        if self.producer is not None:
-            await self.producer.stop()
-            self.producer = None
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
 
     async def __call__(self, rows: Sequence[Row]) -> None:
         """Publish `rows`, in their order within each partition; return when Kafka acknowledged
-        all of them (raise when any failed)."""
+        all of them (raise when any failed). After a failure the producer is replaced: an idempotent
+        producer whose batch was refused keeps a sequence the broker no longer accepts
+        (OutOfOrderSequenceNumber on every later send); a new one starts a new sequence."""
+        if self.producer is None:
+            await self.start()
+        try:
+            await self._publish(rows)
+        except Exception:
+            await self.stop()  # the next call starts a new producer
+            raise
+
+    async def _publish(self, rows: Sequence[Row]) -> None:
         producer = self.producer
         assert producer is not None, "ProducerPublisher.start() first"
         groups: dict[tuple[str, int], list[Row]] = {}
@@ -180,12 +191,18 @@ class ProducerPublisher:
         for (topic, partition), group in groups.items():
             batch = producer.create_batch()
             for _, key, value in group:
-                if batch.append(key=key, value=value, timestamp=None, headers=_HEADERS) is None:
+                if batch.append(key=key, value=value, timestamp=None, headers=_HEADERS) is not None:
+                    continue
+                if batch.record_count():  # full (max_batch_size): send it, start the next one
                     acks.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()  # full (max_batch_size): start the next one
-                    if batch.append(key=key, value=value, timestamp=None, headers=_HEADERS) is None:
-                        raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
-            acks.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None, headers=_HEADERS) is not None:
+                        continue
+                # Larger than a batch: alone, as `send` takes it (up to the producer's request size;
+                # beyond, MessageSizeTooLargeError, which the relay parks). Same partition, same order.
+                acks.append(await producer.send(topic, value, key=key, partition=partition, headers=_HEADERS))
+            if batch.record_count():
+                acks.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*acks)
 
     def _partition(self, key: bytes, partitions: list[int]) -> int:

@@ -158,7 +158,7 @@ class Relay:
 
     async def _publish_one(self, r: asyncpg.Record) -> None:
         """One row, returning once Kafka acknowledged it."""
-        await (await self.publish(r["topic"], r["key"].encode(), r["payload"]))
+        await self.publish([(r["topic"], r["key"].encode(), r["payload"])])
 
     async def _publish_parking(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> int:
         """Publish `rows` one at a time, in order, parking each the broker refuses for good

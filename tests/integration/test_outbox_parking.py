@@ -104,11 +104,11 @@ async def test_a_transient_failure_is_retried_never_parked(settings, fresh_db, o
         calls: list[str] = []
         real = rt.publisher
 
-        async def flaky(topic: str, key: bytes, value: bytes):
-            calls.append(topic)
+        async def flaky(rows):
+            calls.extend(topic for topic, _, _ in rows)
             if len(calls) == 1:
                 raise ConnectionError("broker unreachable")
-            return await real(topic, key, value)
+            return await real(rows)
 
         ev = rt.event(org_id, ExpiryUpcomingData(org_id=org_id, kind="lot", ref_id="lot-1",
                                                  expires_at=rt.clock.now(), days_before=7))
