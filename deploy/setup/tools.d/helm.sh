@@ -35,6 +35,9 @@ if ! have_pinned; then
         echo "helm.sh: $(go version | cut -d' ' -f3) is too old to build helm; fetching the go1.24.4 toolchain module" >&2
         dir="$(cd "$(mktemp -d)" && go mod download -json "golang.org/toolchain@v0.0.1-go1.24.4.linux-$arch" |
                sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+        # A module zip records no file modes: make the toolchain's programs executable, as the go
+        # command itself does when it switches toolchains.
+        find "$dir/bin" "$dir/pkg/tool" -type f -exec chmod u+x {} +
         GO="$dir/bin/go"
     fi
     echo "helm.sh: building helm $HELM_VERSION into $BIN_DIR (a few minutes, once)" >&2
