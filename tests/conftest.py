@@ -31,6 +31,16 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
 signal.signal(signal.SIGTERM, _terminate_as_interrupt)
 
 
+@pytest.fixture(autouse=True)
+def _no_run_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI fills unset AIMIS_* variables from `.run/env` (the addresses of a `make up` stack) into
+    os.environ. A test that runs the CLI in process must not pick up a developer's stack that way:
+    it would outlive the test and send `real_infra` to that stack (or, after `make down`, to nothing)."""
+    from cli import runenv
+
+    monkeypatch.setattr(runenv, "RUN_ENV", runenv.RUN_ENV.with_name("env-not-read-by-tests"))
+
+
 @pytest.fixture(scope="session")
 def real_infra(request: pytest.FixtureRequest) -> Iterator[Infra]:
     """The real broker and database for this test session (see tests/support/infra.py)."""
