@@ -177,3 +177,19 @@ async def unfulfilled_summary(conn: asyncpg.Connection, paid_before: datetime) -
     )
     assert row is not None
     return int(row["overdue"]), row["oldest"]
+
+
+async def webhook_event_order(conn: asyncpg.Connection, event_id: str) -> str | None:
+    """The order a payment webhook event already paid, if it was processed."""
+    order_id: str | None = await conn.fetchval(
+        "SELECT order_id FROM payment_webhook_events WHERE event_id = $1", event_id)
+    return order_id
+
+
+async def record_webhook_event(conn: asyncpg.Connection, event_id: str, order_id: str, amount: Any,
+                               payment_ref: str, paid_at: Any, received_at: Any) -> None:
+    await conn.execute(
+        "INSERT INTO payment_webhook_events (event_id, order_id, amount, payment_ref, paid_at, received_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+        event_id, order_id, amount, payment_ref, paid_at, received_at,
+    )

@@ -64,10 +64,6 @@ def verify(secret: str, header: str | None, body: bytes, now_s: float) -> None:
         raise _unauthorized("signature does not match")
 
 
-async def _seen(conn: Any, event_id: str) -> str | None:
-    return await conn.fetchval("SELECT order_id FROM payment_webhook_events WHERE event_id = $1", event_id)
-
-
 _OPENAPI = {  # the body is read raw (the signature covers its bytes), so describe it here
     "parameters": [{"in": "header", "name": SIGNATURE_HEADER, "required": True, "schema": {"type": "string"},
                     "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'>"}],
@@ -94,7 +90,7 @@ async def payment_webhook(request: Request) -> Any:
     except ValidationError as e:
         raise ApiError(ErrorCode.VALIDATION_ERROR, f"not a payment event: {e.errors()[0]['msg']}") from None
     async with rt.pool.acquire() as conn:
-        seen = await _seen(conn, event.event_id)
+        seen = await store.webhook_event_order(conn, event.event_id)
         if seen is not None:
             order = await store.get_order(conn, seen)
             assert order is not None
@@ -103,9 +99,6 @@ async def payment_webhook(request: Request) -> Any:
         event.order_id, PaymentRequest(payment_ref=event.payment_ref, amount=event.amount), PROVIDER, request
     )
     async with rt.pool.acquire() as conn:
-        await conn.execute(
-            "INSERT INTO payment_webhook_events (event_id, order_id, amount, payment_ref, paid_at, received_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
-            event.event_id, event.order_id, event.amount, event.payment_ref, event.paid_at, rt.clock.now(),
-        )
+        await store.record_webhook_event(conn, event.event_id, event.order_id, event.amount,
+                                         event.payment_ref, event.paid_at, rt.clock.now())
     return paid
