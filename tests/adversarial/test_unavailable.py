@@ -35,7 +35,21 @@ async def world():
             r = await http.put(f"{stack.urls['order']}/v1/admin/orgs/{org}/agreement", headers=ADMIN,
                                json={"agreement_ref": "AGR", "signed_at": "2026-01-01T00:00:00Z"})
             assert r.status_code == 200
+            await _org_known_to_metering(http, stack, org, within_s=60)
             yield infra, stack, http, org
+
+
+async def _org_known_to_metering(http: httpx.AsyncClient, stack: Any, org: str, within_s: float) -> None:
+    """The agreement reaches metering through Kafka: until it has, usage is 400 UNKNOWN_ORG (correctly),
+    which is not what this module tests. On a slow machine that can take longer than the first check."""
+    deadline = time.monotonic() + within_s
+    while True:
+        r = await http.post(f"{stack.urls['metering']}/v1/usage", json=_usage(org), headers=PLATFORM)
+        if r.status_code == 202:
+            return
+        assert r.status_code == 400 and r.json()["error"]["code"] == "UNKNOWN_ORG", r.text
+        assert time.monotonic() < deadline, f"metering did not learn of {org} within {within_s} s"
+        await asyncio.sleep(0.2)
 
 
 def _usage(org: str) -> dict[str, Any]:
