@@ -70,6 +70,10 @@ async def test_rows_the_broker_refuses_are_parked_and_the_rows_behind_them_publi
                 return {first.id, last.id} <= {e["id"] for e in reader.events()}
             await wait_until(both_arrived, timeout=30)
 
+        async def all_marked() -> bool:  # on the topic first, then marked sent in the relay's next transaction
+            return await rt.pool.fetchval(
+                "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL") == 0
+        await wait_until(all_marked, timeout=30)
         rows = await rt.pool.fetch("SELECT event_id, sent_at IS NOT NULL AS sent, parked_at IS NOT NULL AS parked,"
                                    " park_reason FROM outbox ORDER BY seq")
         assert [(r["event_id"], r["sent"], r["parked"]) for r in rows] == [
