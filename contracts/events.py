@@ -144,15 +144,29 @@ class DeductionRequestedData(_Data):
 # ---------------------------------------------------------------- orders
 
 
-class OrderLineData(_Data):
-    line: int = Field(ge=0, description="index of the line in the order")
-    sku: str
+S = TypeVar("S")
+
+
+class LineFields(BaseModel, Generic[S]):
+    """What an order line names (SPEC 5.3): the SKU and the fields SKUs take, for the HTTP bodies
+    and the order events alike. `S`, the type of sku, feature and mode: `Id128` in requests (SPEC
+    7.1), `str` in events."""
+
+    sku: S
     quantity: int | None = None
     storage_years: int | None = None
     months: int | None = None
-    feature: str | None = None
-    mode: str | None = None
+    feature: S | None = None
+    mode: S | None = None
     years: int | None = None
+
+
+class _LineNumber(BaseModel):
+    line: int = Field(ge=0, description="index of the line in the order")
+
+
+class OrderLineData(LineFields[str], _LineNumber, _Data):
+    # pydantic orders fields from the last base to the first: line, then the line fields, then price
     price: Money
 
 
