@@ -180,28 +180,26 @@ class AgreementRecordedData(_Data):
     recorded_at: AwareDatetime
 
 
-class OrderPlacedData(_Data):
+class _PlacedOrder(_Data):
+    """An order as placed: what its placed and paid events both carry."""
+
+    order_id: str
+    org_id: OrgId
+    lines: list[OrderLineData]
+    total: Money
+    price_book_version: str
+    placed_at: AwareDatetime
+
+
+class OrderPlacedData(_PlacedOrder):
     TYPE: ClassVar[str] = "aimis.orders.order_placed"
     TOPIC: ClassVar[str] = topics.ORDERS
 
-    order_id: str
-    org_id: OrgId
-    lines: list[OrderLineData]
-    total: Money
-    price_book_version: str
-    placed_at: AwareDatetime
 
-
-class OrderPaidData(_Data):
+class OrderPaidData(_PlacedOrder):
     TYPE: ClassVar[str] = "aimis.orders.order_paid"
     TOPIC: ClassVar[str] = topics.ORDERS
 
-    order_id: str
-    org_id: OrgId
-    lines: list[OrderLineData]
-    total: Money
-    price_book_version: str
-    placed_at: AwareDatetime
     paid_at: AwareDatetime
     payment_ref: str
     imported: bool = False
@@ -241,9 +239,8 @@ class Allocation(_Data):
     retention_until: AwareDatetime | None = None
 
 
-class UsageDeductedData(_Data):
-    TYPE: ClassVar[str] = "aimis.ledger.usage_deducted"
-    TOPIC: ClassVar[str] = topics.LEDGER
+class _LedgerUse(_Data):
+    """The use a ledger entry answers (deducted or rejected)."""
 
     org_id: OrgId
     usage_id: str
@@ -251,6 +248,12 @@ class UsageDeductedData(_Data):
     quantity: int
     occurred_at: AwareDatetime
     channel: Channel = "online"
+
+
+class UsageDeductedData(_LedgerUse):
+    TYPE: ClassVar[str] = "aimis.ledger.usage_deducted"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     inspection_id: str | None = None
     site_id: str | None = None
     attributes: dict[str, str] | None = None
@@ -264,16 +267,10 @@ class UsageDeductedData(_Data):
 LedgerRejectionReason = Literal["INSUFFICIENT_BALANCE", "NO_OFFLINE_LICENCE"]
 
 
-class UsageRejectedLedgerData(_Data):
+class UsageRejectedLedgerData(_LedgerUse):
     TYPE: ClassVar[str] = "aimis.ledger.usage_rejected"
     TOPIC: ClassVar[str] = topics.LEDGER
 
-    org_id: OrgId
-    usage_id: str
-    resource: Resource
-    quantity: int
-    occurred_at: AwareDatetime
-    channel: Channel = "online"
     reason: LedgerRejectionReason
 
 
