@@ -27,41 +27,32 @@ from prometheus_client import REGISTRY  # noqa: E402
 
 from contracts import topics  # noqa: E402
 from services.entitlement.app import create_app  # noqa: E402
-from tests.integration.test_entitlement_rules import (  # noqa: E402
-    deduction,
-    group_starts_at_end,
-    line,
-    new_database,
-    now,
-    order_paid,
-    send,
-    test_settings,
-)
+from tests.integration import test_entitlement_rules as rules  # noqa: E402  (its record builders)
 from tests.support.infra import infra  # noqa: E402
 from tests.support.kafka import producer, wait_until  # noqa: E402
 from tests.support.services import serve_in_process  # noqa: E402
 
 
 async def run(bootstrap: str, base_dsn: str, n_uses: int, n_orgs: int, max_records: int) -> None:
-    dsn = await new_database(base_dsn)
-    s = test_settings(bootstrap, dsn, batch_max_records=max_records, log_level="WARNING")
+    dsn = await rules.new_database(base_dsn)
+    s = rules.test_settings(bootstrap, dsn, batch_max_records=max_records, log_level="WARNING")
     group = f"bench-{uuid.uuid4().hex[:8]}"
-    await group_starts_at_end(bootstrap, group)
+    await rules.group_starts_at_end(bootstrap, group)
     rnd = random.Random(1)
     orgs = [f"bench-{uuid.uuid4().hex[:6]}-{i}" for i in range(n_orgs)]
-    orders = [order_paid(o, [line(0, "CI-QTY", quantity=100_000, storage_years=5),
-                             line(1, "AI-QTY", quantity=100_000)], paid_at=now() - timedelta(days=1)) for o in orgs]
-    occurred = now() - timedelta(hours=1)
-    uses = [deduction(rnd.choice(orgs), "cloud_inspection" if rnd.random() < 0.7 else "ai_review",
-                      rnd.randint(1, 3), occurred) for _ in range(n_uses)]
+    lots = [rules.line(0, "CI-QTY", quantity=100_000, storage_years=5), rules.line(1, "AI-QTY", quantity=100_000)]
+    orders = [rules.order_paid(o, lots, paid_at=rules.now() - timedelta(days=1)) for o in orgs]
+    occurred = rules.now() - timedelta(hours=1)
+    uses = [rules.deduction(rnd.choice(orgs), "cloud_inspection" if rnd.random() < 0.7 else "ai_review",
+                            rnd.randint(1, 3), occurred) for _ in range(n_uses)]
     prod = await producer(bootstrap)
     conn = await asyncpg.connect(dsn, server_settings={"search_path": "entitlement"})
     try:
         async with serve_in_process(create_app(s, group_id=group)):  # credit the lots, then stop
-            await send(prod, *orders)
+            await rules.send(prod, *orders)
             await wait_until(lambda: conn.fetchval("SELECT count(*) = $1 FROM fulfilled_orders", n_orgs), 60)
         for i in range(0, n_uses, 5000):  # pre-load the backlog while no instance consumes
-            await send(prod, *uses[i:i + 5000])
+            await rules.send(prod, *uses[i:i + 5000])
         async with serve_in_process(create_app(s, group_id=group)):
             await wait_until(lambda: conn.fetchval("SELECT count(*) = $1 FROM inbox WHERE stream = 'usage'", n_uses),
                              600, interval=0.05)

@@ -144,15 +144,29 @@ class DeductionRequestedData(_Data):
 # ---------------------------------------------------------------- orders
 
 
-class OrderLineData(_Data):
-    line: int = Field(ge=0, description="index of the line in the order")
-    sku: str
+S = TypeVar("S")
+
+
+class LineFields(BaseModel, Generic[S]):
+    """What an order line names (SPEC 5.3): the SKU and the fields SKUs take, for the HTTP bodies
+    and the order events alike. `S`, the type of sku, feature and mode: `Id128` in requests (SPEC
+    7.1), `str` in events."""
+
+    sku: S
     quantity: int | None = None
     storage_years: int | None = None
     months: int | None = None
-    feature: str | None = None
-    mode: str | None = None
+    feature: S | None = None
+    mode: S | None = None
     years: int | None = None
+
+
+class _LineNumber(BaseModel):
+    line: int = Field(ge=0, description="index of the line in the order")
+
+
+class OrderLineData(LineFields[str], _LineNumber, _Data):
+    # pydantic orders fields from the last base to the first: line, then the line fields, then price
     price: Money
 
 
@@ -166,28 +180,26 @@ class AgreementRecordedData(_Data):
     recorded_at: AwareDatetime
 
 
-class OrderPlacedData(_Data):
+class _PlacedOrder(_Data):
+    """An order as placed: what its placed and paid events both carry."""
+
+    order_id: str
+    org_id: OrgId
+    lines: list[OrderLineData]
+    total: Money
+    price_book_version: str
+    placed_at: AwareDatetime
+
+
+class OrderPlacedData(_PlacedOrder):
     TYPE: ClassVar[str] = "aimis.orders.order_placed"
     TOPIC: ClassVar[str] = topics.ORDERS
 
-    order_id: str
-    org_id: OrgId
-    lines: list[OrderLineData]
-    total: Money
-    price_book_version: str
-    placed_at: AwareDatetime
 
-
-class OrderPaidData(_Data):
+class OrderPaidData(_PlacedOrder):
     TYPE: ClassVar[str] = "aimis.orders.order_paid"
     TOPIC: ClassVar[str] = topics.ORDERS
 
-    order_id: str
-    org_id: OrgId
-    lines: list[OrderLineData]
-    total: Money
-    price_book_version: str
-    placed_at: AwareDatetime
     paid_at: AwareDatetime
     payment_ref: str
     imported: bool = False
@@ -227,9 +239,8 @@ class Allocation(_Data):
     retention_until: AwareDatetime | None = None
 
 
-class UsageDeductedData(_Data):
-    TYPE: ClassVar[str] = "aimis.ledger.usage_deducted"
-    TOPIC: ClassVar[str] = topics.LEDGER
+class _LedgerUse(_Data):
+    """The use a ledger entry answers (deducted or rejected)."""
 
     org_id: OrgId
     usage_id: str
@@ -237,6 +248,12 @@ class UsageDeductedData(_Data):
     quantity: int
     occurred_at: AwareDatetime
     channel: Channel = "online"
+
+
+class UsageDeductedData(_LedgerUse):
+    TYPE: ClassVar[str] = "aimis.ledger.usage_deducted"
+    TOPIC: ClassVar[str] = topics.LEDGER
+
     inspection_id: str | None = None
     site_id: str | None = None
     attributes: dict[str, str] | None = None
@@ -250,16 +267,10 @@ class UsageDeductedData(_Data):
 LedgerRejectionReason = Literal["INSUFFICIENT_BALANCE", "NO_OFFLINE_LICENCE"]
 
 
-class UsageRejectedLedgerData(_Data):
+class UsageRejectedLedgerData(_LedgerUse):
     TYPE: ClassVar[str] = "aimis.ledger.usage_rejected"
     TOPIC: ClassVar[str] = topics.LEDGER
 
-    org_id: OrgId
-    usage_id: str
-    resource: Resource
-    quantity: int
-    occurred_at: AwareDatetime
-    channel: Channel = "online"
     reason: LedgerRejectionReason
 
 

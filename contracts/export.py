@@ -54,6 +54,7 @@ def http_models() -> list[type[BaseModel]]:
     return [
         v for v in vars(http).values()
         if isinstance(v, type) and issubclass(v, BaseModel) and v is not BaseModel and v.__module__ == http.__name__
+        and not v.__pydantic_generic_metadata__["origin"]  # `LineFields[Id128]`: a base, not a body
     ]
 
 

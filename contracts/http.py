@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from contracts.events import Money, OrgId, Resource
+from contracts.events import LineFields, Money, OrgId, Resource
 from contracts.limits import EventTime, Id128, Ref128
 
 
@@ -121,15 +121,8 @@ class AgreementResponse(BaseModel):
     recorded_at: AwareDatetime
 
 
-class OrderLineIn(BaseModel):
+class OrderLineIn(LineFields[Id128]):
     model_config = ConfigDict(extra="forbid")
-    sku: Id128
-    quantity: int | None = None
-    storage_years: int | None = None
-    months: int | None = None
-    feature: Id128 | None = None
-    mode: Id128 | None = None
-    years: int | None = None
 
 
 class OrderLineOut(OrderLineIn):

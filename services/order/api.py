@@ -4,7 +4,7 @@ services.order.application and its result (or its error code) back into HTTP."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -31,6 +31,7 @@ from shared.errors import ApiError
 
 router = APIRouter()
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 OrgPath = Annotated[str, Path(pattern=ORG_ID_PATTERN)]
 
@@ -96,11 +97,15 @@ async def record_agreement(
 # ---------------------------------------------------------------- placing and importing
 
 
-@router.post(
-    "/v1/orders", response_model=OrderResponse, status_code=201, tags=["orders"],
-    responses={200: {"model": OrderResponse, "description": "the same order again"},
-               **_errors(400, 401, 403, 409, 422)},
-)
+def _creates(path: str, tag: str, again: str) -> Callable[[F], F]:
+    """An idempotent POST of an order: 201 with the new order, 200 with the same one again."""
+    return router.post(
+        path, response_model=OrderResponse, status_code=201, tags=[tag],
+        responses={200: {"model": OrderResponse, "description": again}, **_errors(400, 401, 403, 409, 422)},
+    )
+
+
+@_creates("/v1/orders", "orders", "the same order again")
 async def place_order(
     body: PlaceOrderRequest, caller: OrderActor, request: Request, response: Response
 ) -> OrderResponse:
@@ -110,11 +115,7 @@ async def place_order(
     return _placed(await _call(app.place_order(_deps(request), cmd)), response)
 
 
-@router.post(
-    "/v1/admin/orders/import", response_model=OrderResponse, status_code=201, tags=["admin"],
-    responses={200: {"model": OrderResponse, "description": "the same import again"},
-               **_errors(400, 401, 403, 409, 422)},
-)
+@_creates("/v1/admin/orders/import", "admin", "the same import again")
 async def import_order(
     body: ImportOrderRequest, _: Finance, request: Request, response: Response
 ) -> OrderResponse:

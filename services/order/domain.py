@@ -153,20 +153,12 @@ class Line:
         return {f.name for f in fields(self) if f.name != "sku" and getattr(self, f.name) is not None}
 
 
-@dataclass(frozen=True)
-class PricedLine:
-    line: int
-    sku: str
-    quantity: int | None
-    storage_years: int | None
-    months: int | None
-    feature: str | None
-    mode: str | None
-    years: int | None
-    price: Decimal
+@dataclass(frozen=True, kw_only=True)
+class PricedLine(Line):
+    """A valid line with its defaults filled, its index in the order and its price."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    line: int
+    price: Decimal
 
 
 def _check_field_set(spec: Sku, line: Line, i: int) -> None:
@@ -228,10 +220,7 @@ def price_line(line: Line, i: int, book: PriceBook) -> PricedLine:
     for f in spec.fields:
         _check_field(spec.sku, f, getattr(line, f.name), i)
     price = PRICING[spec.pricing](line, unit_price(book, spec, line))
-    return PricedLine(
-        i, line.sku, line.quantity, line.storage_years, line.months, line.feature, line.mode, line.years,
-        Decimal(price).quantize(CENT, rounding=ROUND_HALF_UP),
-    )
+    return PricedLine(**vars(line), line=i, price=Decimal(price).quantize(CENT, rounding=ROUND_HALF_UP))
 
 
 def price_order(

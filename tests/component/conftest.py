@@ -40,7 +40,7 @@ class Database:
     """One test's database, created on first use as a copy of a migrated template of the service
     (migrating once per session keeps a test in milliseconds)."""
 
-    templates: dict[str, str] = {}  # schema -> template database, per session
+    templates: dict[tuple[str, str], str] = {}  # (server, schema) -> template database, per session
 
     def __init__(self, server_dsn: str, keep: bool = False):
         self.server_dsn, self.name = server_dsn, f"c_{uuid.uuid4().hex[:10]}"
@@ -52,19 +52,22 @@ class Database:
 
     async def create(self, schema: str, migrations: Path) -> str:
         """A copy of the service's migrated template (made once per session)."""
-        template = self.templates.get(schema)
+        template = self.templates.get((self.server_dsn, schema))
         if template is None:
             template = f"tpl_{schema}_{uuid.uuid4().hex[:6]}"
             await self._execute(f"CREATE DATABASE {template}")
             rt = Runtime(schema, migrations, settings=_settings(self.dsn(template)))
             await rt.open_database()
             await rt.close_database()
-            self.templates[schema] = template
+            self.templates[self.server_dsn, schema] = template
         return await self.create_empty(f" TEMPLATE {template}")
 
     async def create_empty(self, options: str = "") -> str:
         await self._execute(f"CREATE DATABASE {self.name}{options}")
         self.created = True
+        # A commit here need not wait for its WAL flush: no component test crashes the server (the
+        # integration tier kills PostgreSQL for real), and the flush was most of a consumer call.
+        await self._execute(f"ALTER DATABASE {self.name} SET synchronous_commit = off")
         return self.dsn(self.name)
 
     async def drop(self) -> None:

@@ -51,7 +51,9 @@ T0 = datetime(2025, 3, 10, 9, 0, tzinfo=timezone.utc)  # no 29 February until 20
 GRACE = timedelta(seconds=300)  # the component runtime's late_usage_grace_s
 CI, AI = domain.CLOUD, domain.AI
 DAYS = [0, 1, 365, 366, 400, 730]  # few days, near each other's expiry, so events often meet
-EXAMPLES = int(os.environ.get("ARRIVAL_EXAMPLES", "500"))  # 500 in CI; more for a deeper local run
+# 100 here, so the component tier stays fast; tests/integration/test_arrival_order_depth.py runs the
+# same property with 500 in a later stage of `make test`. More for a deeper local run.
+EXAMPLES = int(os.environ.get("ARRIVAL_EXAMPLES", "100"))
 
 
 # ---------------------------------------------------------------- the scenario
@@ -86,40 +88,46 @@ class UseEv:
     usage_id: str = ""
 
 
-def instants(anchors: list[datetime]) -> st.SearchStrategy[datetime]:
+# The strategies are built once, here: building a strategy per draw (`st.builds(...)` over this
+# org's anchors) cost hypothesis more than the example's database work.
+UP_TO = [st.integers(0, n) for n in range(8)]  # UP_TO[n]: 0..n (a count, or an index into n + 1 things)
+BOOLS = st.booleans()
+OFFSET_S = st.integers(-240, 240)
+DAY = st.sampled_from(DAYS)
+LATE = st.one_of(st.builds(lambda s: timedelta(seconds=s), st.integers(0, 60)),
+                 st.builds(lambda d: timedelta(days=d), st.integers(0, 730)))  # at once, or up to two years
+LINE_NUMBERS = [st.lists(st.sampled_from([0, 1, 2, 10]), min_size=n, max_size=n, unique=True) for n in (0, 1, 2)]
+RESOURCE = st.sampled_from([CI, CI, AI])  # online purchases (AI lots: online only)
+CI_QUANTITY, CI_YEARS, AI_USE = st.integers(1, 25), st.integers(1, 15), st.integers(1, 3)
+USE_KIND = st.sampled_from(["ci", "ci", "ci", "ai", "offline"])
+CI_USE, ONLINE_DELAY_S, USE_DELAY_S = st.integers(1, 20), st.integers(0, 60), st.integers(0, 170)
+
+
+def instant(draw: st.DrawFn, anchors: list[datetime]) -> datetime:
     """Within minutes of one of the org's few anchor instants, so purchases and uses often meet."""
-    return st.builds(lambda a, s: a + timedelta(seconds=s), st.sampled_from(anchors), st.integers(-240, 240))
+    return anchors[draw(UP_TO[len(anchors) - 1])] + timedelta(seconds=draw(OFFSET_S))
 
 
-def late() -> st.SearchStrategy[timedelta]:
-    """How long after its paid_at an import arrives: at once, or up to two years later."""
-    return st.one_of(st.builds(lambda s: timedelta(seconds=s), st.integers(0, 60)),
-                     st.builds(lambda d: timedelta(days=d), st.integers(0, 730)))
-
-
-@st.composite
-def orders(draw: st.DrawFn, anchors: list[datetime]) -> Order:
-    imported = draw(st.booleans())
-    if draw(st.integers(0, 3)) == 0:
-        return Order(draw(instants(anchors)), [], True, draw(late()), perpetual=True)
-    n = draw(st.integers(1, 2))
-    numbers = draw(st.lists(st.sampled_from([0, 1, 2, 10]), min_size=n, max_size=n, unique=True))
+def order(draw: st.DrawFn, anchors: list[datetime]) -> Order:
+    imported = draw(BOOLS)
+    if draw(UP_TO[3]) == 0:
+        return Order(instant(draw, anchors), [], True, draw(LATE), perpetual=True)
+    n = draw(UP_TO[1]) + 1
     lines = []
-    resource = CI if imported else draw(st.sampled_from([CI, CI, AI]))  # AI lots: online only
-    for i in numbers:
-        lines.append(Lot(i, resource, draw(st.integers(1, 25)) if resource == CI else 1000,
-                         draw(st.integers(1, 15)) if resource == CI else None))
-    delay = draw(late()) if imported else timedelta(seconds=draw(st.integers(0, 60)))
-    return Order(draw(instants(anchors)), lines, imported, delay, expire=draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    resource = CI if imported else draw(RESOURCE)
+    for i in draw(LINE_NUMBERS[n]):
+        lines.append(Lot(i, resource, draw(CI_QUANTITY) if resource == CI else 1000,
+                         draw(CI_YEARS) if resource == CI else None))
+    delay = draw(LATE) if imported else timedelta(seconds=draw(ONLINE_DELAY_S))
+    return Order(instant(draw, anchors), lines, imported, delay, expire=[draw(BOOLS) for _ in range(n)])
 
 
-@st.composite
-def uses(draw: st.DrawFn, anchors: list[datetime]) -> UseEv:
-    kind = draw(st.sampled_from(["ci", "ci", "ci", "ai", "offline"]))
+def use(draw: st.DrawFn, anchors: list[datetime]) -> UseEv:
+    kind = draw(USE_KIND)
     resource = CI if kind == "ci" else AI
-    quantity = draw(st.integers(1, 20)) if kind == "ci" else draw(st.integers(1, 3))
-    return UseEv(resource, quantity, draw(instants(anchors)), "offline" if kind == "offline" else "online",
-                 timedelta(seconds=draw(st.integers(0, 170))))
+    quantity = draw(CI_USE) if kind == "ci" else draw(AI_USE)
+    return UseEv(resource, quantity, instant(draw, anchors), "offline" if kind == "offline" else "online",
+                 timedelta(seconds=draw(USE_DELAY_S)))
 
 
 @dataclass
@@ -130,12 +138,12 @@ class Scenario:
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
     orgs = {}
-    for _ in range(draw(st.integers(1, 2))):
+    for _ in range(draw(UP_TO[1]) + 1):
         org = f"org-{uuid.uuid4().hex[:10]}"
-        anchors = draw(st.lists(st.builds(lambda d: T0 + timedelta(days=d), st.sampled_from(DAYS)),
-                                min_size=1, max_size=3))
-        os_ = draw(st.lists(orders(anchors), max_size=3))
-        us = draw(st.lists(uses(anchors + [o.paid_at for o in os_]), max_size=6))  # uses meet purchases
+        anchors = [T0 + timedelta(days=draw(DAY)) for _ in range(draw(UP_TO[2]) + 1)]
+        os_ = [order(draw, anchors) for _ in range(draw(UP_TO[3]))]
+        meet = anchors + [o.paid_at for o in os_]  # uses meet purchases
+        us = [use(draw, meet) for _ in range(draw(UP_TO[6]))]
         for o in os_:
             o.order_id = f"o{uuid.uuid4().hex[:8]}"
         for i, u in enumerate(us):
@@ -313,9 +321,9 @@ class Entitlement:
         return encode(new_event(org, ExpireLotData(org_id=org, lot_id=f"{o.order_id}.{l.line}",
                                                    expires_at=expires(o)), "/aimis/expiry"))
 
-    async def account(self, org: str) -> dict[str, Any]:
-        counters = await store.balance_counters(self.rt.pool, org)
-        lots = await store.lots_of(self.rt.pool, org)
+    async def account(self, conn: asyncpg.Connection, org: str) -> dict[str, Any]:
+        counters = await store.balance_counters(conn, org)
+        lots = await store.lots_of(conn, org)
         out: dict[str, Any] = {}
         for r in (CI, AI):
             mine = [l for l in lots if l.resource == r]
@@ -401,7 +409,11 @@ async def check_ledger(conn: asyncpg.Connection, org: str, uses: list[UseEv]) ->
 
 
 def test_the_account_does_not_depend_on_arrival_order(pg_server: tuple[str, bool]) -> None:
-    dsn, throwaway = pg_server
+    check_arrival_order(*pg_server, examples=EXAMPLES)
+
+
+def check_arrival_order(dsn: str, throwaway: bool, examples: int) -> None:
+    """The property, `examples` deep, on a new database of the PostgreSQL server at `dsn`."""
     loop = asyncio.new_event_loop()
     db = Database(dsn, keep=throwaway)
     clock = FixedClock(T0)
@@ -410,14 +422,15 @@ def test_the_account_does_not_depend_on_arrival_order(pg_server: tuple[str, bool
 
     async def example(sc: Scenario) -> None:
         orgs = list(sc.orgs)
-        for batch in batches(arrivals(sc)):
-            await ent.deliver(batch)
-            await check_conservation(rt.pool, orgs)
-        for org, (os_, us) in sc.orgs.items():
-            assert await ent.account(org) == Reference(os_, us).account()
-            await check_ledger(rt.pool, org, us)
+        async with rt.pool.acquire() as conn:  # the checks' own connection: one pool reset per example
+            for batch in batches(arrivals(sc)):
+                await ent.deliver(batch)
+                await check_conservation(conn, orgs)
+            for org, (os_, us) in sc.orgs.items():
+                assert await ent.account(conn, org) == Reference(os_, us).account()
+                await check_ledger(conn, org, us)
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+    @settings(max_examples=examples, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(scenarios())
     def prop(sc: Scenario) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -22,6 +21,7 @@ from contracts.events import (
     UsageRejectedLedgerData,
     usage_type,
 )
+from tests.support.kafka import wait_until
 
 
 def now() -> datetime:
@@ -38,14 +38,17 @@ def parse(ts: str) -> datetime:
 
 async def eventually(fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 45.0) -> Any:
     """Poll a public read until `ok(value)`; fail with the last value after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s; last value: {json.dumps(value, default=str)[:2000]}")
-        await asyncio.sleep(0.2)
+    last: list[Any] = []
+
+    def reached() -> bool:
+        last[:] = [fetch()]
+        return bool(ok(last[0]))
+
+    try:
+        await wait_until(reached, timeout, interval=0.2)
+    except AssertionError:
+        raise AssertionError(f"not reached within {timeout}s; last value: {json.dumps(last[0], default=str)[:2000]}") from None
+    return last[0]
 
 
 def usage(org: str, resource: str = "cloud_inspection", *, quantity: int = 1, channel: str = "online",
