@@ -83,3 +83,22 @@ def test_kept_headers_are_text_or_base64_and_none_without_headers():
     assert kept == [{"key": "ce_id", "value": "u-1", "base64": False},
                     {"key": "ce_bad", "value": base64.b64encode(b"\xff").decode(), "base64": True}]
     assert kept_headers(ConsumerRecord("t", 0, 0, 0, 0, None, b"v", None, 0, 1, ())) is None
+
+
+async def test_the_batch_parser_survives_header_values_faststream_cannot_decode():
+    """FastStream's batch parser decodes header values as UTF-8; shared.kafka.any_headers hands it
+    readable copies when that fails, and keeps the records as consumed for the handler."""
+    from faststream.kafka.message import KafkaMessage
+    from faststream.kafka.parser import AioKafkaBatchParser
+
+    from shared.kafka import any_headers
+
+    parse = AioKafkaBatchParser(KafkaMessage, None).parse_batch
+    ok = ConsumerRecord("t", 0, 0, 0, 0, None, b"{}", None, 0, 2, (("content-type", b"application/json"),))
+    bad = ConsumerRecord("t", 0, 1, 0, 0, None, b"{}", None, 0, 2, (("ce_id", b"\xff"), ("ce_x", None)))
+    with pytest.raises((UnicodeDecodeError, AttributeError)):
+        await parse((ok, bad))
+    parsed = await any_headers((ok, bad), parse)
+    assert parsed.raw_message == (ok, bad)
+    assert parsed.batch_headers[1] == {"ce_id": "\ufffd", "ce_x": ""}
+    assert (await any_headers((ok,), parse)).raw_message == (ok,)
