@@ -590,6 +590,7 @@ def _summary(e: Any) -> str:
 
 STRUCTURED_MEDIA_TYPE = "application/cloudevents"  # a content type with this prefix: structured mode
 _JSON_MEDIA_TYPE = re.compile(r"^(application|text)/([a-z0-9.+-]+\+)?json$")
+_ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,20}")  # CloudEvents 1.0: lower-case letters and digits
 _NOT_ATTRIBUTES = frozenset({"data", "data_base64", "datacontenttype"})  # never from a ce_ header
 
 
@@ -605,6 +606,9 @@ def from_binary(attributes: dict[str, str], content_type: str | None, data: byte
     document is then validated like any structured event (`parse_event`). No content type means
     JSON (the one data format of this system's events); another content type, or data that is not
     UTF-8 JSON, raises EventError(MALFORMED)."""
+    unnamed = sorted(a for a in attributes if not _ATTRIBUTE_NAME.fullmatch(a))
+    if unnamed:
+        raise EventError("MALFORMED", f"binary mode: {unnamed[0][:80]!r} is not a CloudEvents attribute name")
     misplaced = sorted(_NOT_ATTRIBUTES & attributes.keys())
     if misplaced:
         raise EventError("MALFORMED", f"binary mode: {misplaced[0]!r} cannot be a ce_ header")

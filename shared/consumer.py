@@ -6,6 +6,7 @@ inbox stream and key, its `policy`, and its rejection path (`rejects`). `Consume
 the same way for everyone:
 
     raw records --decode once--> Accepted(event) | Bad(reason) | ignored
+                (binary content mode, `ce_*` headers: as its structured twin, `binary_event`)
                 --screen (optional, before the transaction: may turn Accepted into Bad)-->
     one transaction:
         lock (optional) -> inbox claim of the accepted events' keys: first occurrences only,

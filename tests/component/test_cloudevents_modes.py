@@ -178,6 +178,8 @@ HTTP_HOSTILE = [
     ("ce-time far ahead", lambda m: (spoilt(m, **{"ce-time": (NOW + timedelta(hours=1)).isoformat()}), m.body),
      "TIME_IN_FUTURE", "ahead"),
     ("unknown org", lambda m: (spoilt(m, **{"ce-subject": "org-z"}), m.body), "UNKNOWN_ORG", "org-z"),
+    ("not an attribute name", lambda m: (spoilt(m, **{"ce-trace-id": "t-1"}), m.body), "MALFORMED",
+     "'trace-id' is not a CloudEvents attribute name"),
 ]
 
 

@@ -56,6 +56,8 @@ def test_without_a_content_type_the_data_is_json():
     (HEADERS, b"\xff{}", "the data is not UTF-8 JSON"),
     (HEADERS, b"", "the data is not UTF-8 JSON"),
     ([*HEADERS, ("ce_data", b"{}")], DATA, "'data' cannot be a ce_ header"),
+    ([*HEADERS, ("ce_", b"x")], DATA, "'' is not a CloudEvents attribute name"),
+    ([*HEADERS, ("ce_Trace-Id", b"x")], DATA, "'Trace-Id' is not a CloudEvents attribute name"),
     ([*HEADERS, ("ce_datacontenttype", b"application/json")], DATA, "'datacontenttype' cannot be a ce_ header"),
     (HEADERS, b'"' + b"x" * MAX_RECORD_BYTES + b'"', f"at most {MAX_RECORD_BYTES}"),
     ([*HEADERS, ("ce_bulk", b"x" * MAX_RECORD_BYTES)], DATA, f"at most {MAX_RECORD_BYTES}"),
