@@ -11,6 +11,7 @@ replay take effect at most once: replaying twice, or replaying what already took
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -49,6 +50,7 @@ class Letter:
     source_topic: str  # where the original was consumed from, and is replayed to
     source: str  # topic[partition]@offset of the original, when known
     original: Any
+    headers: list[dict[str, Any]] | None = None  # the original record's (binary mode: its attributes)
 
     @property
     def position(self) -> str:
@@ -65,6 +67,13 @@ class Letter:
         return self.source_topic, key.encode("utf-8", "surrogatepass"), value
 
 
+    def replay_headers(self) -> list[tuple[str, bytes]]:
+        """The original record's headers (a binary-mode event's attributes), and which letter it replays."""
+        kept = [(str(h["key"]), base64.b64decode(h["value"]) if h.get("base64")
+                 else str(h["value"]).encode("utf-8", "surrogatepass")) for h in self.headers or []]
+        return [*kept, ("aimis-replay-of", self.id.encode())]
+
+
 def letter_of(topic: str, partition: int, offset: int, value: bytes | None) -> Letter | None:
     """A letter from a record of `topic`; None for a record that is not one."""
     try:
@@ -76,7 +85,8 @@ def letter_of(topic: str, partition: int, offset: int, value: bytes | None) -> L
             source_topic = str(data["topic"])
             source = f"{source_topic}[{data['partition']}]@{data['offset']}"
         return Letter(topic, partition, offset, str(ev["id"]), str(ev.get("subject", "unknown")),
-                      str(data["reason"]), str(data.get("detail", "")), source_topic, source, data.get("original"))
+                      str(data["reason"]), str(data.get("detail", "")), source_topic, source, data.get("original"),
+                      data.get("headers"))
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -154,7 +164,7 @@ async def replay(s: Settings, letter: Letter) -> None:
                          client_id="aimis-dlq-replay", **_options(s))
     await p.start()
     try:
-        await p.send_and_wait(topic, value, key=key, headers=[("aimis-replay-of", letter.id.encode())])
+        await p.send_and_wait(topic, value, key=key, headers=letter.replay_headers())
     finally:
         await p.stop()
 

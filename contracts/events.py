@@ -6,6 +6,7 @@ envelope, then the data for its type; `new_event` builds an outgoing event.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import datetime, timezone
@@ -107,6 +108,18 @@ class UsageData(EventData):
     attributes: Attributes | None = None
 
 
+class RecordHeader(BaseModel):
+    """One header of a consumed Kafka record, kept on its rejection (binary-mode CloudEvents carry
+    their attributes in headers). `value` is the UTF-8 text, or the base64 of bytes that are not
+    UTF-8 (`base64: true`); cut to 4,096 characters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    value: str
+    base64: bool = False
+
+
 UsageRejectionReason = Literal[
     "MALFORMED", "UNKNOWN_ORG", "UNKNOWN_TYPE", "INVALID_QUANTITY", "TIME_IN_FUTURE", "UNPROCESSABLE"
 ]
@@ -120,6 +133,9 @@ class UsageRejectedData(_Data):
     detail: str
     received_at: AwareDatetime
     original: Any = Field(description="the event as received, or its raw text when not JSON")
+    headers: list[RecordHeader] | None = Field(
+        default=None, description="the headers of the rejected record, as received (binary mode: its attributes)"
+    )
 
 
 # ---------------------------------------------------------------- deductions
@@ -464,6 +480,7 @@ class DeadLetterData(_Data):
     offset: int
     received_at: AwareDatetime
     original: Any
+    headers: list[RecordHeader] | None = None
 
 
 # ---------------------------------------------------------------- registry
@@ -578,6 +595,45 @@ def _summary(e: Any) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
+
+
+# ---------------------------------------------------------------- binary content mode
+
+STRUCTURED_MEDIA_TYPE = "application/cloudevents"  # a content type with this prefix: structured mode
+_JSON_MEDIA_TYPE = re.compile(r"^(application|text)/([a-z0-9.+-]+\+)?json$")
+_ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,20}")  # CloudEvents 1.0: lower-case letters and digits
+_NOT_ATTRIBUTES = frozenset({"data", "data_base64", "datacontenttype"})  # never from a ce_ header
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """`application/json`, `text/json`, or any `+json` type; parameters (`; charset=utf-8`) aside."""
+    return bool(_JSON_MEDIA_TYPE.match(content_type.split(";", 1)[0].strip().lower()))
+
+
+def from_binary(attributes: dict[str, str], content_type: str | None, data: bytes | None) -> dict[str, Any]:
+    """The structured-mode document of a binary-mode message (CloudEvents Kafka and HTTP protocol
+    bindings): `attributes` read from its `ce_`/`ce-` headers (names without the prefix, values as
+    text), `datacontenttype` from its content type, `data` its value or body parsed as JSON. The
+    document is then validated like any structured event (`parse_event`). No content type means
+    JSON (the one data format of this system's events); another content type, or data that is not
+    UTF-8 JSON, raises EventError(MALFORMED)."""
+    unnamed = sorted(a for a in attributes if not _ATTRIBUTE_NAME.fullmatch(a))
+    if unnamed:
+        raise EventError("MALFORMED", f"binary mode: {unnamed[0][:80]!r} is not a CloudEvents attribute name")
+    misplaced = sorted(_NOT_ATTRIBUTES & attributes.keys())
+    if misplaced:
+        raise EventError("MALFORMED", f"binary mode: {misplaced[0]!r} cannot be a ce_ header")
+    if content_type is not None and not is_json_media_type(content_type):
+        raise EventError("MALFORMED", f"binary mode: data content type {content_type[:100]!r} is not JSON")
+    try:
+        doc = json.loads((data or b"").decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise EventError("MALFORMED", f"binary mode: the data is not UTF-8 JSON: {str(e)[:200]}") from None
+    out: dict[str, Any] = dict(attributes)
+    if content_type is not None:
+        out["datacontenttype"] = content_type
+    out["data"] = doc
+    return out
 
 
 def new_event(

@@ -18,6 +18,7 @@ NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 MAX_ID, MAX_ATTRIBUTES, MAX_ATTR_KEY, MAX_ATTR_VALUE = 128, 32, 64, 256
 MAX_JSON_DEPTH = 32
 MAX_BODY_BYTES = 1024 * 1024
+MAX_RECORD_BYTES = 64 * 1024  # one usage record (SPEC 7.1); in binary mode its headers count too
 MIN_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 SafeStr = Annotated[str, StringConstraints(pattern=NO_CONTROL)]

@@ -148,7 +148,14 @@ def _roles(*roles: Role):  # type: ignore[no-untyped-def]
     def dep(p: Caller) -> Principal:
         p.require_role(*roles)
         return p
+    dep.answers = _answers(roles, org_scoped=False)  # type: ignore[attr-defined]  # read by shared.errors.document
     return Annotated[Principal, Depends(dep)]
+
+
+def _answers(act: tuple[str, ...], org_scoped: bool) -> frozenset[int]:
+    """What a rule answers besides success: 401 (no or bad token); 403 when a role may not call it;
+    404 for an org token naming another organisation."""
+    return frozenset({401} | ({403} if set(ROLES) - set(act) else set()) | ({404} if org_scoped else set()))
 
 
 def _org_scoped(act: tuple[Role, ...], any_org: tuple[Role, ...]):  # type: ignore[no-untyped-def]
@@ -160,6 +167,7 @@ def _org_scoped(act: tuple[Role, ...], any_org: tuple[Role, ...]):  # type: igno
         if not p.may_see(org_id, *any_org):
             raise no_org(org_id)
         return p
+    dep.answers = _answers((*act, "org"), org_scoped=True)  # type: ignore[attr-defined]
     return Annotated[Principal, Depends(dep)]
 
 

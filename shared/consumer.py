@@ -6,6 +6,7 @@ inbox stream and key, its `policy`, and its rejection path (`rejects`). `Consume
 the same way for everyone:
 
     raw records --decode once--> Accepted(event) | Bad(reason) | ignored
+                (binary content mode, `ce_*` headers: as its structured twin, `binary_event`)
                 --screen (optional, before the transaction: may turn Accepted into Bad)-->
     one transaction:
         lock (optional) -> inbox claim of the accepted events' keys: first occurrences only,
@@ -29,10 +30,12 @@ back-off, and nothing is dead-lettered.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -42,15 +45,19 @@ from prometheus_client import Counter
 
 from contracts.events import (
     ORG_ID_PATTERN,
+    STRUCTURED_MEDIA_TYPE,
     CloudEvent,
     DeadLetterData,
     EventData,
     EventError,
+    RecordHeader,
     dead_letter_type,
+    from_binary,
     parse_event,
     parse_event_as,
     types_of,
 )
+from contracts.limits import MAX_RECORD_BYTES
 from shared import inbox, outbox
 from shared.kafka import record_text
 
@@ -182,6 +189,16 @@ class Subscription:
         object.__setattr__(self, "_allowed", types_of(*self.accepts, *self.ignores))
 
     def decode_record(self, record: ConsumerRecord, now: datetime) -> Decoded:
+        if record.headers and binary_mode(record.headers):
+            try:  # decoded as its structured-mode twin; the outcome keeps the record as consumed
+                twin = replace(record, value=binary_event(record.headers, record.value))
+            except EventError as e:
+                return Bad(record, e.reason, e.detail)
+            decoded = self._decode(twin, now)
+            return decoded if decoded is None else replace(decoded, record=record)
+        return self._decode(record, now)
+
+    def _decode(self, record: ConsumerRecord, now: datetime) -> Decoded:
         if self.decode is not None:
             return self.decode(record, now)
         if len(self.accepts) == 1 and record.value:  # the hot topics: one model, one pass
@@ -199,6 +216,68 @@ class Subscription:
             return None
         problem = self.check(event) if self.check is not None else None
         return Bad(record, *problem) if problem else Accepted(record, event)
+
+
+# ---------------------------------------------------------------- binary content mode (Kafka binding)
+
+CE_HEADER = "ce_"
+Headers = Sequence[tuple[str, bytes | None]]
+
+
+def binary_mode(headers: Headers) -> bool:
+    """A record in binary content mode (CloudEvents Kafka protocol binding 3.2): it has a
+    `ce_specversion` header, and its content type is not a structured CloudEvents format."""
+    binary = False
+    for name, value in headers:
+        if name == "ce_specversion":
+            binary = True
+        elif name == "content-type" and (value or b"").lower().startswith(STRUCTURED_MEDIA_TYPE.encode()):
+            return False
+    return binary
+
+
+def binary_event(headers: Headers, value: bytes | None) -> bytes:
+    """The structured-mode JSON of a binary-mode record: each `ce_<name>` header is the attribute
+    <name> (UTF-8 text), `content-type` the `datacontenttype`, the value the data (contracts.events.
+    from_binary). Raises EventError(MALFORMED) for a header that is not UTF-8 or comes twice, headers
+    and value together over MAX_RECORD_BYTES, or data that is not JSON."""
+    size = len(value or b"") + sum(len(n) + len(v or b"") for n, v in headers)
+    if size > MAX_RECORD_BYTES:
+        raise EventError("MALFORMED", f"binary mode: headers and value are {size} bytes; at most {MAX_RECORD_BYTES}")
+    attributes: dict[str, str] = {}
+    content_type: str | None = None
+    for name, raw in headers:
+        if name != "content-type" and not name.startswith(CE_HEADER):
+            continue  # not a CloudEvents header (tracing, ...)
+        try:
+            text = (raw or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            raise EventError("MALFORMED", f"binary mode: header {name!r} is not UTF-8") from None
+        attribute = "datacontenttype" if name == "content-type" else name[len(CE_HEADER):]
+        if attribute in attributes or (name == "content-type" and content_type is not None):
+            raise EventError("MALFORMED", f"binary mode: header {name!r} appears twice")
+        if name == "content-type":
+            content_type = text
+        else:
+            attributes[attribute] = text
+    return json.dumps(from_binary(attributes, content_type, value)).encode()
+
+
+def kept_headers(record: ConsumerRecord) -> list[RecordHeader] | None:
+    """The record's headers for its rejection (None when it had none): text when UTF-8, else base64."""
+    if not record.headers:
+        return None
+    out = []
+    for name, raw in record.headers[:MAX_KEPT_HEADERS]:
+        try:
+            out.append(RecordHeader(key=name, value=(raw or b"").decode("utf-8")[:MAX_KEPT_HEADER]))
+        except UnicodeDecodeError:
+            text = base64.b64encode(raw or b"").decode()
+            out.append(RecordHeader(key=name, value=text[:MAX_KEPT_HEADER], base64=True))
+    return out
+
+
+MAX_KEPT_HEADERS, MAX_KEPT_HEADER = 64, 4096
 
 
 class Consumer:
@@ -348,7 +427,7 @@ class DeadLetters:
         r = b.record
         data = DeadLetterData(
             reason=b.reason, detail=b.detail[:2000], topic=r.topic, partition=r.partition,
-            offset=r.offset, received_at=now, original=_original(r),
+            offset=r.offset, received_at=now, original=_original(r), headers=kept_headers(r),
         )
         return self.rt.event(b.subject(), data, type=self.type)
 

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -106,6 +107,7 @@ def batch_consumer(
         batch_timeout_ms=batch_timeout_ms,
         title=f"{service}:{topic}",
         decoder=kw.pop("decoder", keep_raw),
+        parser=kw.pop("parser", any_headers),
         **kw,
     )
 
@@ -130,6 +132,22 @@ def batch_consumer(
 async def keep_raw(msg: Any) -> None:
     """FastStream decoder that decodes nothing: batch handlers read the raw records."""
     return None
+
+
+async def any_headers(records: tuple[ConsumerRecord, ...], original: Callable[..., Awaitable[Any]]) -> Any:
+    """FastStream batch parser that survives any header value. FastStream's own decodes every header
+    value of every record as UTF-8 and, on one that is not (or has no value), fails the batch before
+    the handler runs, and the batch comes back for ever: one record would stop its partition. Then
+    it parses copies with readable values; the handler still gets the records as consumed (the
+    consumer base rejects such a record and keeps its headers)."""
+    try:
+        return await original(records)
+    except (UnicodeDecodeError, AttributeError):
+        readable = tuple(replace(r, headers=tuple((k, (v or b"").decode("utf-8", "replace").encode())
+                                                  for k, v in r.headers)) for r in records)
+        parsed = await original(readable)
+        parsed.raw_message = records
+        return parsed
 
 
 _HEADERS = [("content-type", b"application/cloudevents+json")]

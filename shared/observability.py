@@ -54,7 +54,7 @@ def health_router(checks: dict[str, Callable[[], Awaitable[bool]]]) -> APIRouter
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get("/readyz", responses={503: {"description": "not ready: the same body, `status: \"not ready\"`"}})
     async def readyz(response: Response) -> dict[str, object]:
         results = {name: await check() for name, check in checks.items()}
         ok = all(results.values())

@@ -13,6 +13,7 @@ from contracts.http import (
     AllowanceResponse,
     BalancesResponse,
     BasicState,
+    ErrorBody,
     ErrorCode,
     FeatureResponse,
     FeatureState,
@@ -132,7 +133,8 @@ async def services(org_id: OrgPath, caller: AccountReader, request: Request) -> 
     return [_service_view(r, now) for r in rows]
 
 
-@router.post("/services/{service_id}/acceptance", response_model=ServiceView)
+@router.post("/services/{service_id}/acceptance", response_model=ServiceView,
+             responses={409: {"model": ErrorBody}})
 async def accept_service(org_id: OrgPath, service_id: str, caller: OrgActor, request: Request) -> ServiceView:
     """Confirm acceptance of a one-time service (idempotent: accepting twice answers the same)."""
     rt = _rt(request)

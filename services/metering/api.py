@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime
 
-from contracts.events import Resource
+from contracts.events import EventError, Resource, from_binary
 from contracts.http import ErrorCode, IngestResponse, UsageBucket, UsageReport
 from services.metering import domain, store
 from services.metering.domain import Rejection, Usage
@@ -22,17 +23,30 @@ router = APIRouter(tags=["usage"])
 PUBLISH_TIMEOUT_S = 3.0
 HTTP_CATCH_UP_WAIT_S = 5.0  # at start-up, an unknown org waits this long for the agreements to be read
 
+STRUCTURED, BATCH = "application/cloudevents+json", "application/cloudevents-batch+json"
+_ONE = {"type": "object", "description": "one usage CloudEvent (structured mode)"}
+_LIST = {"type": "array", "items": {"type": "object"}, "maxItems": domain.MAX_HTTP_EVENTS}
 _INGEST_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": {
-            "description": "one usage CloudEvent, or a list of up to 1,000",
-            "oneOf": [
-                {"type": "object"},
-                {"type": "array", "items": {"type": "object"}, "maxItems": domain.MAX_HTTP_EVENTS},
-            ],
-        }}},
-    }
+        "description": "CloudEvents HTTP binding: structured mode (`application/cloudevents+json`), batched "
+                       f"mode (`{BATCH}`), or binary mode (the attributes in `ce-*` headers, the "
+                       "usage data alone as the JSON body); `application/json`: one event or a list",
+        "content": {
+            "application/json": {"schema": {
+                "description": "one usage CloudEvent, or a list of up to 1,000; with a `ce-specversion` header: "
+                               "binary mode, the body is the event's data",
+                "oneOf": [_ONE, _LIST],
+            }},
+            STRUCTURED: {"schema": _ONE},
+            BATCH: {"schema": {**_LIST, "description": "up to 1,000 usage CloudEvents"}},
+        },
+    },
+    "parameters": [
+        {"name": f"ce-{a}", "in": "header", "required": False, "schema": {"type": "string"},
+         "description": f"binary mode: the event's `{a}` (percent-encoded, CloudEvents HTTP binding 3.1.3.2)"}
+        for a in ("specversion", "id", "source", "type", "subject", "time")
+    ],
 }
 
 
@@ -46,11 +60,7 @@ def _rt(request: Request) -> Runtime:
 )
 async def ingest_usage(request: Request, _: UsageSender) -> IngestResponse:
     rt = _rt(request)
-    try:
-        payload: Any = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(ErrorCode.VALIDATION_ERROR, f"body is not JSON: {e}") from None
-    items = payload if isinstance(payload, list) else [payload]
+    items = await _events(request)
     if len(items) > domain.MAX_HTTP_EVENTS:
         raise ApiError(
             ErrorCode.TOO_MANY_EVENTS,
@@ -81,6 +91,45 @@ async def ingest_usage(request: Request, _: UsageSender) -> IngestResponse:
     # retrying after a timeout cannot double-bill: the usage ids are the idempotency keys.
     await asyncio.wait_for(publish_events(rt.broker, [u.normalized() for u in usages]), PUBLISH_TIMEOUT_S)
     return IngestResponse(accepted=[u.id for u in usages])
+
+
+async def _events(request: Request) -> list[Any]:
+    """The request's events in its content mode (CloudEvents HTTP binding): binary mode becomes
+    the structured document it stands for; each item is then validated as on Kafka."""
+    body = await request.body()
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type not in (STRUCTURED, BATCH) and "ce-specversion" in request.headers:
+        try:
+            return [from_binary(_ce_attributes(request), request.headers.get("content-type"), body)]
+        except EventError as e:
+            raise ApiError(ErrorCode.VALIDATION_ERROR, "the event is invalid; none was accepted", items=[
+                {"index": 0, "id": request.headers.get("ce-id"), "code": e.reason, "message": e.detail}]) from None
+    try:
+        payload: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(ErrorCode.VALIDATION_ERROR, f"body is not JSON: {e}") from None
+    if media_type == STRUCTURED and not isinstance(payload, dict):
+        raise ApiError(ErrorCode.VALIDATION_ERROR, f"{STRUCTURED}: the body must be one event (a JSON object)")
+    if media_type == BATCH and not isinstance(payload, list):
+        raise ApiError(ErrorCode.VALIDATION_ERROR, f"{BATCH}: the body must be a JSON array of events")
+    return payload if isinstance(payload, list) else [payload]
+
+
+def _ce_attributes(request: Request) -> dict[str, str]:
+    """Binary mode: each `ce-<name>` header is the attribute <name>, percent-decoded (UTF-8)."""
+    out: dict[str, str] = {}
+    for raw_name, raw_value in request.headers.raw:
+        name = raw_name.decode("latin-1").lower()
+        if not name.startswith("ce-"):
+            continue
+        attribute = name[3:]
+        if attribute in out:
+            raise ApiError(ErrorCode.VALIDATION_ERROR, f"binary mode: header {name!r} appears twice")
+        try:
+            out[attribute] = unquote(raw_value.decode("utf-8"), errors="strict")
+        except UnicodeDecodeError:
+            raise ApiError(ErrorCode.VALIDATION_ERROR, f"binary mode: header {name!r} is not UTF-8") from None
+    return out
 
 
 @router.get(

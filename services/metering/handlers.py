@@ -7,7 +7,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -25,8 +25,8 @@ from contracts.events import (
     models_on,
 )
 from services.metering import domain, store
-from services.metering.domain import Rejection, Usage
-from shared.consumer import Accepted, Bad, DeadLetters, Decoded, Subscription, Tally, subject_and_id
+from services.metering.domain import Reason, Rejection, Usage
+from shared.consumer import Accepted, Bad, DeadLetters, Decoded, Subscription, Tally, kept_headers, subject_and_id
 from shared.kafka import record_text
 from shared.service import Runtime
 
@@ -168,7 +168,8 @@ def usage(rt: Runtime, catch_up: OrdersCatchUp) -> Subscription:
     async def screen(decoded: list[Decoded]) -> list[Decoded]:
         """UNKNOWN_ORG before the inbox claim, so a use refused for its org is not burnt."""
         orgs = {d.event.subject for d in decoded if isinstance(d, Accepted)}
-        orgs |= {d.info.org_id for d in decoded if isinstance(d, Bad) and d.info.org_id}
+        orgs |= {d.info.org_id for d in decoded
+                 if isinstance(d, Bad) and isinstance(d.info, Rejection) and d.info.org_id}
         # known_orgs only grows, so it may be read before the transaction
         known = await catch_up.settled_known_orgs(rt.pool, orgs, CATCH_UP_WAIT_S)
         out: list[Decoded] = []
@@ -180,7 +181,8 @@ def usage(rt: Runtime, catch_up: OrdersCatchUp) -> Subscription:
                     continue
                 d = Bad(d.record, x.reason, x.detail, x)
             assert isinstance(d, Bad)
-            rej: Rejection = d.info
+            # not a Rejection: the consumer base refused the record before metering read it (binary mode)
+            rej = d.info if isinstance(d.info, Rejection) else Rejection(cast(Reason, d.reason), d.detail)
             counted = rej.org_id in known and rej.resource is not None
             out.append(Bad(d.record, d.reason, d.detail, Refused(rej, counted)))
         return out
@@ -240,7 +242,8 @@ class UsageRejections:
             original = record_text(record)
         except RecursionError:  # nested too deep for json: keep the raw text
             original = _raw_text(record)
-        data = UsageRejectedData(reason=x.reason, detail=x.detail[:2000], received_at=now, original=original)
+        data = UsageRejectedData(reason=x.reason, detail=x.detail[:2000], received_at=now, original=original,
+                                 headers=kept_headers(record))
         event = self.rt.event(subject, data, id=rid)
         try:
             encode(event)

@@ -98,3 +98,12 @@ def test_a_dead_letter_replays_its_original_to_its_source_topic_keyed_by_org():
         "reason": "MALFORMED", "detail": "", "original": "{not json"}}).encode())
     assert text is not None and text.replay_record() == (topics.USAGE, b"org-b", b"{not json")
     assert letter_of(topics.USAGE_REJECTED, 0, 0, b"\xff garbage") is None
+
+
+def test_a_rejected_binary_mode_record_replays_with_its_headers():
+    """A binary-mode event is its headers plus its data: the replay sends both, as consumed."""
+    headers = [{"key": "ce_id", "value": "u-1", "base64": False}, {"key": "ce_x", "value": "/w==", "base64": True}]
+    x = letter_of(topics.USAGE_REJECTED, 0, 4, json.dumps({"id": "r-4", "subject": "org-a", "data": {
+        "reason": "UNKNOWN_ORG", "detail": "", "original": {"inspection_id": "i-1"}, "headers": headers}}).encode())
+    assert x is not None and x.replay_record() == (topics.USAGE, b"org-a", b'{"inspection_id": "i-1"}')
+    assert x.replay_headers() == [("ce_id", b"u-1"), ("ce_x", b"\xff"), ("aimis-replay-of", b"r-4")]
