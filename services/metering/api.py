@@ -67,6 +67,8 @@ async def ingest_usage(request: Request, _: UsageSender) -> IngestResponse:
             f"{len(items)} events in one request; at most {domain.MAX_HTTP_EVENTS}",
         )
     if not items:
+        if _media_type(request) == BATCH:  # the CloudEvents batch format allows an empty batch
+            return IngestResponse(accepted=[])
         raise ApiError(ErrorCode.VALIDATION_ERROR, "no events in the request")
 
     now = rt.clock.now()
@@ -97,7 +99,7 @@ async def _events(request: Request) -> list[Any]:
     """The request's events in its content mode (CloudEvents HTTP binding): binary mode becomes
     the structured document it stands for; each item is then validated as on Kafka."""
     body = await request.body()
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    media_type = _media_type(request)
     if media_type not in (STRUCTURED, BATCH) and "ce-specversion" in request.headers:
         try:
             return [from_binary(_ce_attributes(request), request.headers.get("content-type"), body)]
@@ -113,6 +115,10 @@ async def _events(request: Request) -> list[Any]:
     if media_type == BATCH and not isinstance(payload, list):
         raise ApiError(ErrorCode.VALIDATION_ERROR, f"{BATCH}: the body must be a JSON array of events")
     return payload if isinstance(payload, list) else [payload]
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 def _ce_attributes(request: Request) -> dict[str, str]:

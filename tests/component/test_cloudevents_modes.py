@@ -216,6 +216,13 @@ async def test_structured_and_batch_media_types_take_one_event_and_a_list(http):
     assert r.status_code == 400 and [i["index"] for i in r.json()["error"]["items"]] == [1]
 
 
+async def test_an_empty_cloudevents_batch_accepts_nothing_and_an_empty_json_list_is_refused(http):
+    r = await http.post("/v1/usage", content=b"[]", headers={"content-type": "application/cloudevents-batch+json"})
+    assert (r.status_code, r.json()) == (202, {"accepted": []})
+    r = await http.post("/v1/usage", content=b"[]", headers={"content-type": "application/json"})
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "VALIDATION_ERROR")
+
+
 async def test_binary_http_needs_a_token_like_every_mode(http):
     msg = ce_http.to_binary(sdk_event("org-a", "u-1"), JSON)
     r = await http.post("/v1/usage", content=msg.body, headers={**msg.headers, "authorization": ""})
