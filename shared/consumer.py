@@ -29,7 +29,11 @@ back-off, and nothing is dead-lettered.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,8 +55,9 @@ from contracts.events import (
     parse_event_as,
     types_of,
 )
+from contracts.limits import MAX_JSON_DEPTH
 from shared import inbox, outbox
-from shared.kafka import record_text
+from shared.http_limits import json_depth
 
 if TYPE_CHECKING:
     from shared.service import Runtime
@@ -182,6 +187,14 @@ class Subscription:
         object.__setattr__(self, "_allowed", types_of(*self.accepts, *self.ignores))
 
     def decode_record(self, record: ConsumerRecord, now: datetime) -> Decoded:
+        """The record decoded; a record the decoder took that breaks SPEC 7.1 anyway (nesting,
+        a control character in a field the models do not type) is MALFORMED."""
+        decoded = self._decode_record(record, now)
+        if not isinstance(decoded, Bad) and (problem := hostile_text(record.value)) is not None:
+            return Bad(record, "MALFORMED", problem)
+        return decoded
+
+    def _decode_record(self, record: ConsumerRecord, now: datetime) -> Decoded:
         if self.decode is not None:
             return self.decode(record, now)
         if len(self.accepts) == 1 and record.value:  # the hot topics: one model, one pass
@@ -348,7 +361,7 @@ class DeadLetters:
         r = b.record
         data = DeadLetterData(
             reason=b.reason, detail=b.detail[:2000], topic=r.topic, partition=r.partition,
-            offset=r.offset, received_at=now, original=_original(r),
+            offset=r.offset, received_at=now, **original_fields(r, b.reason),
         )
         return self.rt.event(b.subject(), data, type=self.type)
 
@@ -360,8 +373,72 @@ class DeadLetters:
                         b.detail[:500], extra={"topic": r.topic, "reason": b.reason})
 
 
-def _original(record: ConsumerRecord) -> Any:
+ORIGINAL_CUT = 4096  # SPEC 7.1: a rejected record's original is cut to 4 KiB
+
+
+def original_fields(record: ConsumerRecord, reason: str) -> dict[str, Any]:
+    """How a rejection or dead letter carries the record it is about (SPEC 7.1, 7.2):
+
+    - `original`: the record's JSON when it is JSON that re-encodes as UTF-8, else its text;
+    - a record over 4 KiB rejected for its content (any reason but UNPROCESSABLE) is cut to its
+      first 4 KiB as text, with `original_truncated` and the whole record's `original_sha256`, so
+      that no rejection can outgrow what Kafka accepts;
+    - `original_base64`: the exact bytes when the text is not them (the record is not UTF-8), so
+      `aimis dlq replay` re-publishes what was consumed, byte for byte.
+
+    Whatever the record, the result serialises: bad input always reaches its rejection path."""
+    value = record.value or b""
+    if len(value) > ORIGINAL_CUT and reason != "UNPROCESSABLE":
+        return {"original": value[:ORIGINAL_CUT].decode("utf-8", errors="replace"), "original_truncated": True,
+                "original_sha256": hashlib.sha256(value).hexdigest()}
     try:
-        return record_text(record)
-    except RecursionError:  # nested too deep for json: keep the raw text
-        return (record.value or b"").decode("utf-8", errors="replace")
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"original": value.decode("utf-8", errors="replace"),
+                "original_base64": base64.b64encode(value).decode("ascii")}
+    if too_deep(value):
+        return {"original": text}
+    try:
+        doc = json.loads(text)
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")  # lone surrogates, NaN: keep the text instead
+        if _has_non_finite(doc):
+            return {"original": text}
+        return {"original": doc}
+    except (ValueError, RecursionError, UnicodeEncodeError):
+        return {"original": text}
+
+
+def _has_non_finite(doc: Any) -> bool:
+    """NaN and Infinity are read by json but written as null by pydantic: keep such a record as text."""
+    if isinstance(doc, float):
+        return not math.isfinite(doc)
+    if isinstance(doc, dict):
+        return any(_has_non_finite(v) for v in doc.values())
+    if isinstance(doc, list):
+        return any(_has_non_finite(v) for v in doc)
+    return False
+
+
+# A JSON string escape of a control character (U+0000-U+001F, U+007F), not itself escaped (an
+# even number of backslashes before it). Raw control characters inside strings are not JSON at all.
+_CONTROL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u(?:00[01][0-9a-fA-F]|007[fF])")
+
+
+def hostile_text(value: bytes | None) -> str | None:
+    """Why a record breaks SPEC 7.1 whatever its type, before any parser sees it: nesting deeper
+    than 32, or a control character in any string (PostgreSQL cannot store NUL; the limits refuse
+    every control character in ids, references and attributes, and a consumer must not depend on
+    which fields it happens to store). None when neither."""
+    if too_deep(value):
+        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    if value and _CONTROL_ESCAPE.search(value):
+        return "a string with a control character (U+0000-U+001F, U+007F)"
+    return None
+
+
+def too_deep(value: bytes | None) -> bool:
+    """More JSON nesting than SPEC 7.1 allows (32), counted without parsing; the bracket count first
+    (C speed), the exact count only for a record with that many brackets at all."""
+    if not value or value.count(b"[") + value.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    return json_depth(value.decode("utf-8", errors="replace")) > MAX_JSON_DEPTH

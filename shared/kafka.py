@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -106,6 +107,7 @@ def batch_consumer(
         batch_timeout_ms=batch_timeout_ms,
         title=f"{service}:{topic}",
         decoder=kw.pop("decoder", keep_raw),
+        parser=kw.pop("parser", tolerant_headers),
         **kw,
     )
 
@@ -130,6 +132,30 @@ def batch_consumer(
 async def keep_raw(msg: Any) -> None:
     """FastStream decoder that decodes nothing: batch handlers read the raw records."""
     return None
+
+
+async def tolerant_headers(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream parser that survives header values that are not UTF-8. FastStream's own parser
+    decodes every header value strictly, outside the handler: one record with a hostile header
+    would fail its batch on every redelivery and stop the partition (SPEC 7.2). Such values are
+    handed to FastStream with U+FFFD in place of the bad bytes; the handler still gets the
+    untouched records (`raw_message`)."""
+    records = msg if isinstance(msg, tuple) else (msg,)
+    if all(_utf8(v) for r in records for _, v in r.headers):
+        return await original(msg)
+    safe = tuple(dataclasses.replace(r, headers=[(k, v.decode("utf-8", "replace").encode()) for k, v in r.headers])
+                 for r in records)
+    parsed = await original(safe if isinstance(msg, tuple) else safe[0])
+    parsed.raw_message = msg
+    return parsed
+
+
+def _utf8(value: bytes | None) -> bool:
+    try:
+        (value or b"").decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 _HEADERS = [("content-type", b"application/cloudevents+json")]

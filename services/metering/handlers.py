@@ -21,13 +21,11 @@ from contracts.events import (
     CloudEvent,
     UsageData,
     UsageRejectedData,
-    encode,
     models_on,
 )
 from services.metering import domain, store
 from services.metering.domain import Rejection, Usage
-from shared.consumer import Accepted, Bad, DeadLetters, Decoded, Subscription, Tally, subject_and_id
-from shared.kafka import record_text
+from shared.consumer import Accepted, Bad, DeadLetters, Decoded, Subscription, Tally, original_fields, subject_and_id
 from shared.service import Runtime
 
 log = logging.getLogger(__name__)
@@ -168,6 +166,7 @@ def usage(rt: Runtime, catch_up: OrdersCatchUp) -> Subscription:
     async def screen(decoded: list[Decoded]) -> list[Decoded]:
         """UNKNOWN_ORG before the inbox claim, so a use refused for its org is not burnt."""
         orgs = {d.event.subject for d in decoded if isinstance(d, Accepted)}
+        decoded = [_with_rejection(d) for d in decoded]
         orgs |= {d.info.org_id for d in decoded if isinstance(d, Bad) and d.info.org_id}
         # known_orgs only grows, so it may be read before the transaction
         known = await catch_up.settled_known_orgs(rt.pool, orgs, CATCH_UP_WAIT_S)
@@ -200,6 +199,14 @@ def usage(rt: Runtime, catch_up: OrdersCatchUp) -> Subscription:
         topic=topics.USAGE, accepts=(UsageData,), stream=USAGE_STREAM, key=subject_and_id, policy=forward,
         rejects=UsageRejections(rt), decode=decode, screen=screen, after_commit=counted,
     )
+
+
+def _with_rejection(d: Decoded) -> Decoded:
+    """A record the consumer base refused before metering's decoder saw it (nested too deeply)
+    gets a Rejection with nothing read from it."""
+    if isinstance(d, Bad) and not isinstance(d.info, Rejection):
+        return Bad(d.record, d.reason, d.detail, Rejection(d.reason, d.detail))  # type: ignore[arg-type]
+    return d
 
 
 def _usage_of(event: CloudEvent[Any]) -> Usage:
@@ -236,22 +243,9 @@ class UsageRejections:
 
     def _event(self, record: ConsumerRecord, x: Rejection, rid: str, now: Any) -> CloudEvent[Any]:
         subject = domain.rejection_subject(x, record.key)
-        try:
-            original = record_text(record)
-        except RecursionError:  # nested too deep for json: keep the raw text
-            original = _raw_text(record)
-        data = UsageRejectedData(reason=x.reason, detail=x.detail[:2000], received_at=now, original=original)
-        event = self.rt.event(subject, data, id=rid)
-        try:
-            encode(event)
-        except ValueError:  # e.g. nested too deep to serialise: the raw text always serialises
-            data = data.model_copy(update={"original": _raw_text(record)})
-            event = self.rt.event(subject, data, id=rid)
-        return event
-
-
-def _raw_text(record: ConsumerRecord) -> str:
-    return (record.value or b"").decode("utf-8", errors="replace")
+        data = UsageRejectedData(reason=x.reason, detail=x.detail[:2000], received_at=now,
+                                 **original_fields(record, x.reason))
+        return self.rt.event(subject, data, id=rid)
 
 
 def orders(rt: Runtime) -> Subscription:
