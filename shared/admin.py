@@ -3,7 +3,7 @@ cause is fixed re-published or discarded with a reason (admin only; each decisio
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 
@@ -45,7 +45,7 @@ def router() -> APIRouter:
             raise ApiError(ErrorCode.NOT_FOUND, f"no outbox row {seq}")
         return ParkedResolution(**done)
 
-    errors = {c: {"model": ErrorBody} for c in (400, 401, 403, 404, 409)}
+    errors: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (400, 401, 403, 404, 409)}
 
     @r.post("/v1/admin/outbox/parked/{seq}/republish", response_model=ParkedResolution, responses=errors)
     async def republish(request: Request, seq: Seq, body: ParkedResolve, who: Admin) -> ParkedResolution:

@@ -17,6 +17,11 @@ A policy returns events and never writes the outbox itself; it may change its ow
 its store (inside the transaction it is given). Bad input never raises: it leaves through the
 rejection path, once per record even when its batch is redelivered.
 
+Whatever the topic, a record that escapes a control character in any string or nests deeper than
+32 is MALFORMED (`hostile_text`, SPEC 7.1), and every letter carries its record the one way
+`original_fields` says (cut to 4 KiB when refused for its content, exact bytes when not UTF-8; it
+always serialises, so a letter can never be what blocks a partition).
+
 Nothing blocks (SPEC 7.2). When a batch fails for a reason retrying will not cure
 (`unprocessable`: a data or encoding error from PostgreSQL, an overflow, a serialization error),
 the batch is bisected and each half processed on its own, down to the failing record; that record
@@ -419,9 +424,10 @@ def _has_non_finite(doc: Any) -> bool:
     return False
 
 
-# A JSON string escape of a control character (U+0000-U+001F, U+007F), not itself escaped (an
-# even number of backslashes before it). Raw control characters inside strings are not JSON at all.
-_CONTROL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u(?:00[01][0-9a-fA-F]|007[fF])")
+# A JSON string escape of a control character (U+0000-U+001F, U+007F: \u00XX, or \b \f \n \r \t),
+# not itself escaped (an even number of backslashes before it), as the HTTP guard refuses them.
+# Raw control characters inside strings are not JSON at all.
+_CONTROL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\(?:u(?:00[01][0-9a-fA-F]|007[fF])|[bfnrt])")
 
 
 def hostile_text(value: bytes | None) -> str | None:
