@@ -427,7 +427,7 @@ def _has_non_finite(doc: Any) -> bool:
 # A JSON string escape of a control character (U+0000-U+001F, U+007F: \u00XX, or \b \f \n \r \t),
 # not itself escaped (an even number of backslashes before it), as the HTTP guard refuses them.
 # Raw control characters inside strings are not JSON at all.
-_CONTROL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\(?:u(?:00[01][0-9a-fA-F]|007[fF])|[bfnrt])")
+_CONTROL_ESCAPE = re.compile(rb"\\(?:u00[01][0-9a-fA-F]|u007[fF]|[bfnrt])")
 
 
 def hostile_text(value: bytes | None) -> str | None:
@@ -437,9 +437,22 @@ def hostile_text(value: bytes | None) -> str | None:
     which fields it happens to store). None when neither."""
     if too_deep(value):
         return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
-    if value and _CONTROL_ESCAPE.search(value):
+    if value and b"\\" in value and _escapes_control(value):  # no backslash, no escape: the usual case
         return "a string with a control character (U+0000-U+001F, U+007F)"
     return None
+
+
+def _escapes_control(value: bytes) -> bool:
+    """A control-character escape whose backslash is not itself escaped (an even run before it)."""
+    for m in _CONTROL_ESCAPE.finditer(value):
+        i = m.start()
+        run = 0
+        while i > 0 and value[i - 1] == 0x5C:  # backslash
+            run += 1
+            i -= 1
+        if run % 2 == 0:
+            return True
+    return False
 
 
 def too_deep(value: bytes | None) -> bool:
