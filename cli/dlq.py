@@ -3,7 +3,9 @@
 Dead letters live on each service's `aimis.<service>.dlq.v1` (a `DeadLetterData` naming the source
 topic, partition and offset) and, for usage, on `aimis.usage.rejected.v1` (a `UsageRejectedData`;
 the source is `aimis.usage.v1`). Both carry the `original`: the record's JSON, or its raw text when
-it was not JSON. `replay` publishes that original to its source topic, keyed by the letter's org,
+it was not JSON, and `original_base64`, its exact bytes, when they are not UTF-8 (the text then has
+U+FFFD in their place). `replay` publishes the exact bytes when the letter has them, else the
+original as JSON or text, to its source topic, keyed by the letter's org,
 as the `admin` Kafka principal when AIMIS_KAFKA_SECURITY=scram. The consumers' inboxes make a
 replay take effect at most once: replaying twice, or replaying what already took effect, is a no-op.
 """
@@ -50,6 +52,8 @@ class Letter:
     source_topic: str  # where the original was consumed from, and is replayed to
     source: str  # topic[partition]@offset of the original, when known
     original: Any
+    original_base64: str | None = None  # the exact bytes, when they are not UTF-8
+    original_truncated: bool = False  # `original` is the first 4 KiB only (SPEC 7.1): not replayable
     headers: list[dict[str, Any]] | None = None  # the original record's (binary mode: its attributes)
 
     @property
@@ -57,10 +61,17 @@ class Letter:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
     def replay_record(self) -> tuple[str, bytes, bytes]:
-        """(topic, key, value) to re-publish: the original as it was consumed."""
+        """(topic, key, value) to re-publish: the original as it was consumed (byte for byte when
+        the letter kept the bytes)."""
+        if self.original_truncated:
+            raise DlqError(f"{self.position} kept only the first 4 KiB of its original (a record refused for its "
+                           "content); there is nothing whole to replay")
         o = self.original
-        text = o if isinstance(o, str) else json.dumps(o, ensure_ascii=False)
-        value = text.encode("utf-8", "surrogatepass")
+        if self.original_base64 is not None:
+            value = base64.b64decode(self.original_base64, validate=True)
+        else:
+            text = o if isinstance(o, str) else json.dumps(o, ensure_ascii=False)
+            value = text.encode("utf-8", "surrogatepass")
         key = self.subject
         if key == "unknown" and isinstance(o, dict) and isinstance(o.get("subject"), str):
             key = o["subject"]
@@ -84,8 +95,10 @@ def letter_of(topic: str, partition: int, offset: int, value: bytes | None) -> L
         else:
             source_topic = str(data["topic"])
             source = f"{source_topic}[{data['partition']}]@{data['offset']}"
+        b64 = data.get("original_base64")
         return Letter(topic, partition, offset, str(ev["id"]), str(ev.get("subject", "unknown")),
                       str(data["reason"]), str(data.get("detail", "")), source_topic, source, data.get("original"),
+                      b64 if isinstance(b64, str) else None, data.get("original_truncated") is True,
                       data.get("headers"))
     except (ValueError, KeyError, TypeError):
         return None

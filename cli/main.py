@@ -17,10 +17,12 @@ from rich.table import Table
 from cli import runenv
 from cli.client import Api, CliError
 from cli.dlq import dlq_app
+from cli.outbox import outbox_app
 from shared import auth
 from shared.config import Settings
 
-app = typer.Typer(help="Operate AIMIS Billing: tokens, agreements, orders, balances, usage, ledger, dead letters.",
+app = typer.Typer(help="Operate AIMIS Billing: tokens, agreements, orders, balances, usage, ledger, dead letters, "
+                       "parked outbox rows.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 token_app = typer.Typer(help="Bearer tokens (HS256, AIMIS_AUTH_SECRET).", no_args_is_help=True)
 agreement_app = typer.Typer(help="Offline cooperation agreements.", no_args_is_help=True)
@@ -33,6 +35,7 @@ app.add_typer(order_app, name="order")
 app.add_typer(usage_app, name="usage")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(outbox_app, name="outbox")
 out = Console()
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 

@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,7 +22,7 @@ from pydantic import (
 )
 
 from contracts import topics
-from contracts.limits import MAX_ID, MIN_TIME, NO_CONTROL, Attributes, EventTime, Id128
+from contracts.limits import MAX_ID, MIN_TIME, NO_CONTROL, Attributes, DataTime, EventTime, Id128
 
 ORG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 OrgId = Annotated[str, StringConstraints(pattern=ORG_ID_PATTERN)]
@@ -125,17 +124,27 @@ UsageRejectionReason = Literal[
 ]
 
 
-class UsageRejectedData(_Data):
+class _Refused(_Data):
+    """What a rejection or a dead letter carries of the record it refused (shared/consumer.py
+    `original_fields`)."""
+
+    original: Any = Field(description="the event as received, or its raw text when not JSON")
+    original_truncated: bool = Field(default=False, description="original is the first 4 KiB of the record (SPEC 7.1)")
+    original_sha256: str | None = Field(default=None, description="SHA-256 (hex) of the whole record, when truncated")
+    original_base64: str | None = Field(
+        default=None, description="the record's exact bytes, when they are not UTF-8 (original is then lossy)")
+    headers: list[RecordHeader] | None = Field(
+        default=None, description="the headers of the refused record, as received (binary mode: its attributes)"
+    )
+
+
+class UsageRejectedData(_Refused):
     TYPE: ClassVar[str] = "aimis.usage.rejected"
     TOPIC: ClassVar[str] = topics.USAGE_REJECTED
 
     reason: UsageRejectionReason
     detail: str
-    received_at: AwareDatetime
-    original: Any = Field(description="the event as received, or its raw text when not JSON")
-    headers: list[RecordHeader] | None = Field(
-        default=None, description="the headers of the rejected record, as received (binary mode: its attributes)"
-    )
+    received_at: DataTime
 
 
 # ---------------------------------------------------------------- deductions
@@ -145,16 +154,16 @@ class DeductionRequestedData(_Data):
     TYPE: ClassVar[str] = "aimis.metering.deduction_requested"
     TOPIC: ClassVar[str] = topics.DEDUCTIONS
 
-    usage_id: str
+    usage_id: Id128
     org_id: OrgId
     resource: Resource
     quantity: Annotated[int, Field(ge=1, le=10_000)]
-    occurred_at: AwareDatetime
-    received_at: AwareDatetime
+    occurred_at: DataTime
+    received_at: DataTime
     channel: Channel = "online"
-    inspection_id: str
-    site_id: str | None = None
-    attributes: dict[str, str] | None = None
+    inspection_id: Id128
+    site_id: Annotated[str, StringConstraints(max_length=128, pattern=NO_CONTROL)] | None = None
+    attributes: Attributes | None = None
 
 
 # ---------------------------------------------------------------- orders
@@ -192,8 +201,8 @@ class AgreementRecordedData(_Data):
 
     org_id: OrgId
     agreement_ref: str
-    signed_at: AwareDatetime
-    recorded_at: AwareDatetime
+    signed_at: DataTime
+    recorded_at: DataTime
 
 
 class _PlacedOrder(_Data):
@@ -204,7 +213,7 @@ class _PlacedOrder(_Data):
     lines: list[OrderLineData]
     total: Money
     price_book_version: str
-    placed_at: AwareDatetime
+    placed_at: DataTime
 
 
 class OrderPlacedData(_PlacedOrder):
@@ -216,7 +225,7 @@ class OrderPaidData(_PlacedOrder):
     TYPE: ClassVar[str] = "aimis.orders.order_paid"
     TOPIC: ClassVar[str] = topics.ORDERS
 
-    paid_at: AwareDatetime
+    paid_at: DataTime
     payment_ref: str
     imported: bool = False
 
@@ -227,7 +236,7 @@ class OrderCancelledData(_Data):
 
     order_id: str
     org_id: OrgId
-    cancelled_at: AwareDatetime
+    cancelled_at: DataTime
 
 
 # ---------------------------------------------------------------- ledger (5.2)
@@ -245,14 +254,14 @@ class LotCreditedData(_Data):
     resource: Resource
     quantity: int
     storage_years: int | None = None
-    credited_at: AwareDatetime
-    expires_at: AwareDatetime
+    credited_at: DataTime
+    expires_at: DataTime
 
 
 class Allocation(_Data):
     lot_id: str
     quantity: int
-    retention_until: AwareDatetime | None = None
+    retention_until: DataTime | None = None
 
 
 class _LedgerUse(_Data):
@@ -262,7 +271,7 @@ class _LedgerUse(_Data):
     usage_id: str
     resource: Resource
     quantity: int
-    occurred_at: AwareDatetime
+    occurred_at: DataTime
     channel: Channel = "online"
 
 
@@ -293,7 +302,7 @@ class UsageRejectedLedgerData(_LedgerUse):
 class ArrearsOffsetItem(_Data):
     usage_id: str
     quantity: int
-    retention_until: AwareDatetime | None = None
+    retention_until: DataTime | None = None
 
 
 class ArrearsOffsetData(_Data):
@@ -315,8 +324,8 @@ class LotExpiredData(_Data):
     lot_id: str
     resource: Resource
     forfeited: int
-    expires_at: AwareDatetime
-    expired_at: AwareDatetime
+    expires_at: DataTime
+    expired_at: DataTime
 
 
 class LicenceActivatedData(_Data):
@@ -329,9 +338,9 @@ class LicenceActivatedData(_Data):
     line: int
     sku: str
     feature: str = Field(description="'basic', an SW-OPT feature name, or 'ai_perpetual'")
-    period_start: AwareDatetime
-    period_end: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = Field(
+    period_start: DataTime
+    period_end: DataTime | None = None
+    ends_at: DataTime | None = Field(
         default=None, description="the licence's end after this period (null: perpetual)"
     )
 
@@ -343,7 +352,7 @@ class LicenceExpiredData(_Data):
     org_id: OrgId
     licence_id: str
     feature: str
-    ended_at: AwareDatetime
+    ended_at: DataTime
 
 
 class ServiceGrantedData(_Data):
@@ -358,9 +367,9 @@ class ServiceGrantedData(_Data):
     mode: str | None = None
     quantity: int | None = None
     years: int | None = None
-    purchased_at: AwareDatetime
-    accept_by: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
+    purchased_at: DataTime
+    accept_by: DataTime | None = None
+    ends_at: DataTime | None = None
 
 
 class ServiceAcceptedData(_Data):
@@ -369,7 +378,7 @@ class ServiceAcceptedData(_Data):
 
     org_id: OrgId
     service_id: str
-    accepted_at: AwareDatetime
+    accepted_at: DataTime
 
 
 class ServiceExpiredData(_Data):
@@ -378,7 +387,7 @@ class ServiceExpiredData(_Data):
 
     org_id: OrgId
     service_id: str
-    expired_at: AwareDatetime
+    expired_at: DataTime
 
 
 class MaintenanceEndedData(_Data):
@@ -387,7 +396,7 @@ class MaintenanceEndedData(_Data):
 
     org_id: OrgId
     service_id: str
-    ended_at: AwareDatetime
+    ended_at: DataTime
 
 
 class OrderFulfilledData(_Data):
@@ -396,7 +405,7 @@ class OrderFulfilledData(_Data):
 
     org_id: OrgId
     order_id: str
-    fulfilled_at: AwareDatetime
+    fulfilled_at: DataTime
 
 
 # ---------------------------------------------------------------- expiry commands
@@ -408,7 +417,7 @@ class ExpireLotData(_Data):
 
     org_id: OrgId
     lot_id: str
-    expires_at: AwareDatetime
+    expires_at: DataTime
 
 
 class EndLicenceData(_Data):
@@ -417,7 +426,7 @@ class EndLicenceData(_Data):
 
     org_id: OrgId
     licence_id: str
-    ends_at: AwareDatetime
+    ends_at: DataTime
 
 
 class ExpireServiceData(_Data):
@@ -426,7 +435,7 @@ class ExpireServiceData(_Data):
 
     org_id: OrgId
     service_id: str
-    accept_by: AwareDatetime
+    accept_by: DataTime
 
 
 class EndMaintenanceData(_Data):
@@ -435,7 +444,7 @@ class EndMaintenanceData(_Data):
 
     org_id: OrgId
     service_id: str
-    ends_at: AwareDatetime
+    ends_at: DataTime
 
 
 class ExpiryUpcomingData(_Data):
@@ -445,7 +454,7 @@ class ExpiryUpcomingData(_Data):
     org_id: OrgId
     kind: Literal["lot", "licence", "service", "maintenance"]
     ref_id: str
-    expires_at: AwareDatetime
+    expires_at: DataTime
     days_before: int
     remaining: int | None = None
 
@@ -469,7 +478,7 @@ def dead_letter_type(service: str) -> str:
     return t
 
 
-class DeadLetterData(_Data):
+class DeadLetterData(_Refused):
     # One model for every service's dead-letter type (the type names the service).
     TYPES: ClassVar[dict[str, str]] = DEAD_LETTER_TYPES
 
@@ -478,9 +487,7 @@ class DeadLetterData(_Data):
     topic: str
     partition: int
     offset: int
-    received_at: AwareDatetime
-    original: Any
-    headers: list[RecordHeader] | None = None
+    received_at: DataTime
 
 
 # ---------------------------------------------------------------- registry

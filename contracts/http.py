@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts.events import LineFields, Money, OrgId, Resource
-from contracts.limits import EventTime, Id128, Ref128
+from contracts.limits import NO_CONTROL, EventTime, Id128, Ref128
 
 
 class ErrorCode(StrEnum):
@@ -49,6 +49,7 @@ class ErrorCode(StrEnum):
     AMOUNT_MISMATCH = "AMOUNT_MISMATCH", 422
     ORDER_NOT_PAYABLE = "ORDER_NOT_PAYABLE", 409
     ORDER_NOT_CANCELLABLE = "ORDER_NOT_CANCELLABLE", 409
+    NOT_PARKED = "NOT_PARKED", 409  # an outbox row that is not parked (any more): already re-published or discarded
     PAYMENT_CONFLICT = "PAYMENT_CONFLICT", 409  # a different payment for a paid order
     PAID_AT_IN_FUTURE = "PAID_AT_IN_FUTURE", 422
     # entitlement
@@ -328,6 +329,26 @@ class ParkedRow(BaseModel):
     created_at: AwareDatetime
     parked_at: AwareDatetime
     park_reason: str
+
+
+class ParkedResolve(BaseModel):
+    """Why an admin re-publishes or discards a parked row (kept with the decision)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=NO_CONTROL)]
+
+
+class ParkedResolution(BaseModel):
+    """A decision on a parked outbox row (SPEC 7.2), as recorded."""
+
+    seq: int
+    event_id: str
+    topic: str
+    action: Literal["republish", "discard"]
+    actor: str = Field(description="the role (and org) of the token that decided")
+    reason: str
+    at: AwareDatetime
 
 
 class ParkedRows(BaseModel):

@@ -18,7 +18,7 @@ NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 MAX_ID, MAX_ATTRIBUTES, MAX_ATTR_KEY, MAX_ATTR_VALUE = 128, 32, 64, 256
 MAX_JSON_DEPTH = 32
 MAX_BODY_BYTES = 1024 * 1024
-MAX_RECORD_BYTES = 64 * 1024  # one usage record (SPEC 7.1); in binary mode its headers count too
+MAX_USAGE_RECORD_BYTES = 64 * 1024  # one usage record (SPEC 7.1); in binary mode its headers count too
 MIN_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 SafeStr = Annotated[str, StringConstraints(pattern=NO_CONTROL)]
@@ -40,3 +40,17 @@ def _not_before_2000(t: datetime) -> datetime:
 
 
 EventTime = Annotated[AwareDatetime, AfterValidator(_not_before_2000)]
+
+MAX_TIME = datetime(3000, 1, 1, tzinfo=timezone.utc)
+
+
+def _in_range(t: datetime) -> datetime:
+    _not_before_2000(t)
+    if t >= MAX_TIME:
+        raise ValueError(f"time {t.isoformat()} is not before {MAX_TIME.date().isoformat()}")
+    return t
+
+
+# A time inside an event's data (paid_at, occurred_at, expires_at...): from 2000 and before 3000, so
+# every sum a consumer makes with it (a grace period, a licence term) stays a valid datetime.
+DataTime = Annotated[AwareDatetime, AfterValidator(_in_range)]

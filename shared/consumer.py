@@ -18,6 +18,11 @@ A policy returns events and never writes the outbox itself; it may change its ow
 its store (inside the transaction it is given). Bad input never raises: it leaves through the
 rejection path, once per record even when its batch is redelivered.
 
+Whatever the topic, a record that escapes a control character in any string or nests deeper than
+32 is MALFORMED (`hostile_text`, SPEC 7.1), and every letter carries its record the one way
+`original_fields` says (cut to 4 KiB when refused for its content, exact bytes when not UTF-8; it
+always serialises, so a letter can never be what blocks a partition).
+
 Nothing blocks (SPEC 7.2). When a batch fails for a reason retrying will not cure
 (`unprocessable`: a data or encoding error from PostgreSQL, an overflow, a serialization error),
 the batch is bisected and each half processed on its own, down to the failing record; that record
@@ -31,8 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -57,9 +64,9 @@ from contracts.events import (
     parse_event_as,
     types_of,
 )
-from contracts.limits import MAX_RECORD_BYTES
+from contracts.limits import MAX_JSON_DEPTH, MAX_USAGE_RECORD_BYTES
 from shared import inbox, outbox
-from shared.kafka import record_text
+from shared.http_limits import json_depth
 
 if TYPE_CHECKING:
     from shared.service import Runtime
@@ -194,9 +201,17 @@ class Subscription:
                 twin = replace(record, value=binary_event(record.headers, record.value))
             except EventError as e:
                 return Bad(record, e.reason, e.detail)
-            decoded = self._decode(twin, now)
+            decoded = self._checked(twin, now)
             return decoded if decoded is None else replace(decoded, record=record)
-        return self._decode(record, now)
+        return self._checked(record, now)
+
+    def _checked(self, record: ConsumerRecord, now: datetime) -> Decoded:
+        """The record decoded; a record the decoder took that breaks SPEC 7.1 anyway (nesting,
+        a control character in a field the models do not type) is MALFORMED."""
+        decoded = self._decode(record, now)
+        if not isinstance(decoded, Bad) and (problem := hostile_text(record.value)) is not None:
+            return Bad(record, "MALFORMED", problem)
+        return decoded
 
     def _decode(self, record: ConsumerRecord, now: datetime) -> Decoded:
         if self.decode is not None:
@@ -240,10 +255,11 @@ def binary_event(headers: Headers, value: bytes | None) -> bytes:
     """The structured-mode JSON of a binary-mode record: each `ce_<name>` header is the attribute
     <name> (UTF-8 text), `content-type` the `datacontenttype`, the value the data (contracts.events.
     from_binary). Raises EventError(MALFORMED) for a header that is not UTF-8 or comes twice, headers
-    and value together over MAX_RECORD_BYTES, or data that is not JSON."""
+    and value together over MAX_USAGE_RECORD_BYTES, or data that is not JSON."""
     size = len(value or b"") + sum(len(n) + len(v or b"") for n, v in headers)
-    if size > MAX_RECORD_BYTES:
-        raise EventError("MALFORMED", f"binary mode: headers and value are {size} bytes; at most {MAX_RECORD_BYTES}")
+    if size > MAX_USAGE_RECORD_BYTES:
+        raise EventError("MALFORMED",
+                         f"binary mode: headers and value are {size} bytes; at most {MAX_USAGE_RECORD_BYTES}")
     attributes: dict[str, str] = {}
     content_type: str | None = None
     for name, raw in headers:
@@ -427,7 +443,7 @@ class DeadLetters:
         r = b.record
         data = DeadLetterData(
             reason=b.reason, detail=b.detail[:2000], topic=r.topic, partition=r.partition,
-            offset=r.offset, received_at=now, original=_original(r), headers=kept_headers(r),
+            offset=r.offset, received_at=now, headers=kept_headers(r), **original_fields(r, b.reason),
         )
         return self.rt.event(b.subject(), data, type=self.type)
 
@@ -439,8 +455,86 @@ class DeadLetters:
                         b.detail[:500], extra={"topic": r.topic, "reason": b.reason})
 
 
-def _original(record: ConsumerRecord) -> Any:
+ORIGINAL_CUT = 4096  # SPEC 7.1: a rejected record's original is cut to 4 KiB
+
+
+def original_fields(record: ConsumerRecord, reason: str) -> dict[str, Any]:
+    """How a rejection or dead letter carries the record it is about (SPEC 7.1, 7.2):
+
+    - `original`: the record's JSON when it is JSON that re-encodes as UTF-8, else its text;
+    - a record over 4 KiB rejected for its content (any reason but UNPROCESSABLE) is cut to its
+      first 4 KiB as text, with `original_truncated` and the whole record's `original_sha256`, so
+      that no rejection can outgrow what Kafka accepts;
+    - `original_base64`: the exact bytes when the text is not them (the record is not UTF-8), so
+      `aimis dlq replay` re-publishes what was consumed, byte for byte.
+
+    Whatever the record, the result serialises: bad input always reaches its rejection path."""
+    value = record.value or b""
+    if len(value) > ORIGINAL_CUT and reason != "UNPROCESSABLE":
+        return {"original": value[:ORIGINAL_CUT].decode("utf-8", errors="replace"), "original_truncated": True,
+                "original_sha256": hashlib.sha256(value).hexdigest()}
     try:
-        return record_text(record)
-    except RecursionError:  # nested too deep for json: keep the raw text
-        return (record.value or b"").decode("utf-8", errors="replace")
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"original": value.decode("utf-8", errors="replace"),
+                "original_base64": base64.b64encode(value).decode("ascii")}
+    if too_deep(value):
+        return {"original": text}
+    try:
+        doc = json.loads(text)
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")  # lone surrogates, NaN: keep the text instead
+        if _has_non_finite(doc):
+            return {"original": text}
+        return {"original": doc}
+    except (ValueError, RecursionError, UnicodeEncodeError):
+        return {"original": text}
+
+
+def _has_non_finite(doc: Any) -> bool:
+    """NaN and Infinity are read by json but written as null by pydantic: keep such a record as text."""
+    if isinstance(doc, float):
+        return not math.isfinite(doc)
+    if isinstance(doc, dict):
+        return any(_has_non_finite(v) for v in doc.values())
+    if isinstance(doc, list):
+        return any(_has_non_finite(v) for v in doc)
+    return False
+
+
+# A JSON string escape of a control character (U+0000-U+001F, U+007F: \u00XX, or \b \f \n \r \t),
+# not itself escaped (an even number of backslashes before it), as the HTTP guard refuses them.
+# Raw control characters inside strings are not JSON at all.
+_CONTROL_ESCAPE = re.compile(rb"\\(?:u00[01][0-9a-fA-F]|u007[fF]|[bfnrt])")
+
+
+def hostile_text(value: bytes | None) -> str | None:
+    """Why a record breaks SPEC 7.1 whatever its type, before any parser sees it: nesting deeper
+    than 32, or a control character in any string (PostgreSQL cannot store NUL; the limits refuse
+    every control character in ids, references and attributes, and a consumer must not depend on
+    which fields it happens to store). None when neither."""
+    if too_deep(value):
+        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    if value and b"\\" in value and _escapes_control(value):  # no backslash, no escape: the usual case
+        return "a string with a control character (U+0000-U+001F, U+007F)"
+    return None
+
+
+def _escapes_control(value: bytes) -> bool:
+    """A control-character escape whose backslash is not itself escaped (an even run before it)."""
+    for m in _CONTROL_ESCAPE.finditer(value):
+        i = m.start()
+        run = 0
+        while i > 0 and value[i - 1] == 0x5C:  # backslash
+            run += 1
+            i -= 1
+        if run % 2 == 0:
+            return True
+    return False
+
+
+def too_deep(value: bytes | None) -> bool:
+    """More JSON nesting than SPEC 7.1 allows (32), counted without parsing; the bracket count first
+    (C speed), the exact count only for a record with that many brackets at all."""
+    if not value or value.count(b"[") + value.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    return json_depth(value.decode("utf-8", errors="replace")) > MAX_JSON_DEPTH

@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from aiokafka import errors as kafka_errors
@@ -47,6 +47,9 @@ async def add(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> No
 
 PARKED = Counter(
     "aimis_outbox_parked", "Outbox rows parked: refused by the broker for good (SPEC 7.2)", ["service"]
+)
+RESOLVED = Counter(
+    "aimis_outbox_parked_resolved", "Parked outbox rows an admin re-published or discarded", ["service", "action"]
 )
 # Broker (or client-side) refusals that no retry cures: the record itself is the problem.
 _UNPUBLISHABLE = (
@@ -189,13 +192,56 @@ async def park(conn: asyncpg.Connection, seq: int, reason: str) -> None:
 
 
 async def parked(conn: asyncpg.Connection, limit: int = 1000) -> list[dict[str, Any]]:
-    """Parked rows, oldest first (GET /v1/admin/outbox/parked)."""
+    """Parked rows not discarded, oldest first (GET /v1/admin/outbox/parked)."""
     rows = await conn.fetch(
         """SELECT seq, event_id, topic, key, octet_length(payload) AS size, created_at, parked_at, park_reason
-           FROM outbox WHERE parked_at IS NOT NULL ORDER BY seq LIMIT $1""",
+           FROM outbox WHERE parked_at IS NOT NULL AND discarded_at IS NULL ORDER BY seq LIMIT $1""",
         limit,
     )
     return [dict(r) for r in rows]
+
+
+async def parked_count(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL AND discarded_at IS NULL"))
+
+
+Resolution = Literal["republish", "discard"]
+_RESOLVE = {
+    # back in the queue: the relay publishes it again, in seq order (before every younger row)
+    "republish": "SET parked_at = NULL, park_reason = NULL",
+    # kept (with its payload) but never published; no longer listed
+    "discard": "SET discarded_at = now()",
+}
+
+
+async def resolve(conn: asyncpg.Connection, seq: int, action: Resolution, actor: str, reason: str,
+                  service: str) -> dict[str, Any] | None:
+    """Re-publish or discard parked row `seq` (SPEC 7.2), recorded in `outbox_resolutions` in the
+    same transaction. None when `seq` is not a parked row now: never parked, already re-published
+    (it cannot go twice this way) or discarded. Two concurrent calls: the row lock lets one win."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            f"""WITH old AS (SELECT seq, park_reason FROM outbox WHERE seq = $1 AND parked_at IS NOT NULL
+                               AND discarded_at IS NULL AND sent_at IS NULL FOR UPDATE)
+               UPDATE outbox o {_RESOLVE[action]} FROM old WHERE o.seq = old.seq
+               RETURNING o.seq, o.event_id, o.topic, old.park_reason""",
+            seq,
+        )
+        if row is None:
+            return None
+        done = await conn.fetchrow(
+            """INSERT INTO outbox_resolutions (seq, event_id, topic, action, actor, reason, park_reason)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq, event_id, topic, action, actor, reason, at""",
+            row["seq"], row["event_id"], row["topic"], action, actor, reason, row["park_reason"],
+        )
+        if action == "republish":
+            await conn.execute("SELECT pg_notify('outbox_' || current_schema(), '')")
+    RESOLVED.labels(service, action).inc()
+    log.warning("outbox row %s (%s, %s) %s by %s: %s", seq, row["event_id"], row["topic"],
+                "re-published" if action == "republish" else "discarded", actor, reason,
+                extra={"topic": row["topic"]})
+    return dict(done)
+
 
 
 async def oldest_unsent_s(conn: asyncpg.Connection) -> float:

@@ -59,6 +59,7 @@ class Runtime:
         self.on_stop: list[Hook] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._subscribers: list[Any] = []  # FastStream subscribers (for their partition assignment)
+        self.subscriptions: list[Subscription] = []  # what this service consumes (tests enumerate them)
         self.progress = Progress(
             name, self.group_id, self.settings.stall_s, self._assigned, bootstrap=self.settings.kafka_bootstrap,
             options=self.kafka_options, pool=lambda: self._pool,
@@ -75,6 +76,7 @@ class Runtime:
     # -- wiring -------------------------------------------------------------
     def subscribe(self, sub: Subscription) -> None:
         """Consume `sub.topic` with the one consumer shape (shared/consumer.py)."""
+        self.subscriptions.append(sub)
         self.consume(sub.topic, Consumer(self, sub), retry_backoff_s=0.0)  # the consumer backs off itself
 
     def consume(self, topic: str, handler: kafka.BatchHandler, **kw: Any) -> None:

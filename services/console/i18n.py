@@ -92,6 +92,8 @@ ERRORS = {
     "ORDER_NOT_PAYABLE": ("This order cannot be paid: it is cancelled or already paid.", "该订单无法付款：已取消或已付款。"),
     "ORDER_NOT_CANCELLABLE": ("This order can no longer be cancelled.", "该订单已无法取消。"),
     "PAYMENT_CONFLICT": ("This order was already paid with a different payment reference.", "该订单已使用其他付款凭证完成付款。"),
+    "NOT_PARKED": ("This outbox row is not parked any more: it was already re-published or discarded.",
+                   "该发件箱记录已不再搁置：已重新发布或已丢弃。"),
     "PAID_AT_IN_FUTURE": ("The payment date is in the future.", "付款日期不能晚于今天。"),
     "INSUFFICIENT_BALANCE": ("There is no AI review balance left.", "AI 审阅余额不足。"),
     "NO_OFFLINE_LICENCE": ("Offline reviews need the perpetual licence.", "线下审阅需要永久授权。"),

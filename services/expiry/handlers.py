@@ -29,9 +29,14 @@ log = logging.getLogger(__name__)
 SWEEP_BATCH = 500
 
 NOTES = Counter("aimis_expiry_ledger_notes_total", "Ledger events that did not fit the schedule", ["note"])
-APPLY_ERRORS = Counter("aimis_expiry_ledger_apply_errors_total", "Ledger events a schedule rule failed on (skipped)")
+APPLY_ERRORS = Counter("aimis_expiry_ledger_apply_errors_total",
+                       "Ledger events a schedule rule failed on (each dead-lettered once isolated)")
 COMMANDS = Counter("aimis_expiry_commands_total", "Expiry commands written to the outbox", ["kind"])
 REMINDERS = Counter("aimis_expiry_reminders_total", "Reminders decided", ["status"])
+
+
+class Unappliable(ValueError):
+    """A ledger event a schedule rule failed on (a ValueError: retrying will not cure it)."""
 
 
 def ledger(rt: Runtime) -> Subscription:
@@ -46,9 +51,11 @@ def ledger(rt: Runtime) -> Subscription:
         for e in events:
             try:
                 notes += domain.apply(items, e.data, now, grace)
-            except Exception:  # noqa: BLE001 - a record that breaks a rule must not block the partition
-                log.exception("ledger event %s (%s) could not be applied; skipped", e.id, e.type)
+            except Exception as err:  # noqa: BLE001 - apply never raises for a fitting event: this one is poison
                 APPLY_ERRORS.inc()
+                # not skipped silently: the consumer base isolates it and dead-letters it UNPROCESSABLE
+                # (aimis.expiry.dlq.v1), replayable once the rule is fixed; the others take effect
+                raise Unappliable(f"ledger event {e.id} ({e.type}) breaks a schedule rule: {err!r}") from err
         await store.save(conn, [i for i in items.values() if i.changed], now)
         for n in notes:
             NOTES.labels(n).inc()

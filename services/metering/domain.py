@@ -26,6 +26,7 @@ from contracts.events import (
     parse_event,
     trusted,
 )
+from contracts.limits import MAX_USAGE_RECORD_BYTES, MIN_TIME
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 MAX_HTTP_EVENTS = 1000
@@ -124,15 +125,18 @@ Result = Usage | Rejection
 def decode(raw: bytes | str | dict[str, Any] | Any) -> Any:
     """JSON-decode a Kafka value (bytes/str); anything already decoded is returned as is."""
     if isinstance(raw, (bytes, bytearray)):
-        return json.loads(raw)
+        # json.loads would skip a UTF-8 BOM; HTTP refuses one, so Kafka does too (one rule, SPEC 7.1)
+        return json.loads(raw.decode("utf-8"))
     if isinstance(raw, str):
         return json.loads(raw)
     return raw
 
 
 def validate(raw: bytes | str | dict[str, Any] | Any, now: datetime) -> Result:
-    """Every stateless rule, in order: JSON, CloudEvent envelope, usage type, data, time."""
+    """Every stateless rule, in order: size, JSON, CloudEvent envelope, usage type, data, time."""
     if isinstance(raw, (bytes, bytearray, str)):
+        if len(raw) > MAX_USAGE_RECORD_BYTES:
+            return Rejection("MALFORMED", f"a usage record of {len(raw)} bytes is over {MAX_USAGE_RECORD_BYTES}")
         # Fast path (one pass in pydantic-core) for the common, valid case. It accepts a subset of
         # what the full path below accepts; anything it refuses is classified by the full path.
         try:
@@ -207,6 +211,14 @@ def rejection_id(topic: str, partition: int, offset: int) -> str:
     return f"rejected:{topic}:{partition}:{offset}"
 
 
+def _in_range(at: datetime) -> bool:
+    """A time the hourly report can count in: from 2000 on and one that exists in UTC."""
+    try:
+        return at.astimezone(MIN_TIME.tzinfo) >= MIN_TIME
+    except OverflowError:
+        return False
+
+
 def _strict_quantity_error(data: Any) -> str | None:
     """A quantity must be a JSON integer: booleans and strings that the lax model coerces are refused."""
     if not isinstance(data, dict) or "quantity" not in data:
@@ -235,7 +247,7 @@ def _hints(doc: dict[str, Any]) -> dict[str, Any]:
             at = datetime.fromisoformat(t)
         except ValueError:
             at = None
-        if at is not None and at.tzinfo is not None:
+        if at is not None and at.tzinfo is not None and _in_range(at):
             out["occurred_at"] = at
     data = doc.get("data")
     if isinstance(data, dict):

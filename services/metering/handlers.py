@@ -21,13 +21,21 @@ from contracts.events import (
     CloudEvent,
     UsageData,
     UsageRejectedData,
-    encode,
     models_on,
 )
 from services.metering import domain, store
 from services.metering.domain import Reason, Rejection, Usage
-from shared.consumer import Accepted, Bad, DeadLetters, Decoded, Subscription, Tally, kept_headers, subject_and_id
-from shared.kafka import record_text
+from shared.consumer import (
+    Accepted,
+    Bad,
+    DeadLetters,
+    Decoded,
+    Subscription,
+    Tally,
+    kept_headers,
+    original_fields,
+    subject_and_id,
+)
 from shared.service import Runtime
 
 log = logging.getLogger(__name__)
@@ -238,23 +246,9 @@ class UsageRejections:
 
     def _event(self, record: ConsumerRecord, x: Rejection, rid: str, now: Any) -> CloudEvent[Any]:
         subject = domain.rejection_subject(x, record.key)
-        try:
-            original = record_text(record)
-        except RecursionError:  # nested too deep for json: keep the raw text
-            original = _raw_text(record)
-        data = UsageRejectedData(reason=x.reason, detail=x.detail[:2000], received_at=now, original=original,
-                                 headers=kept_headers(record))
-        event = self.rt.event(subject, data, id=rid)
-        try:
-            encode(event)
-        except ValueError:  # e.g. nested too deep to serialise: the raw text always serialises
-            data = data.model_copy(update={"original": _raw_text(record)})
-            event = self.rt.event(subject, data, id=rid)
-        return event
-
-
-def _raw_text(record: ConsumerRecord) -> str:
-    return (record.value or b"").decode("utf-8", errors="replace")
+        data = UsageRejectedData(reason=x.reason, detail=x.detail[:2000], received_at=now,
+                                 headers=kept_headers(record), **original_fields(record, x.reason))
+        return self.rt.event(subject, data, id=rid)
 
 
 def orders(rt: Runtime) -> Subscription:

@@ -17,12 +17,12 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
     conn = await asyncpg.connect(await database.create_empty())
     try:
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == [
-            "shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql", "service/001_init.sql", "service/002_arrears_per_org.sql",
-            "service/003_inbox_usage_keys_per_org.sql"]
+            "shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql", "shared/003_outbox_resolutions.sql",
+            "service/001_init.sql", "service/002_arrears_per_org.sql", "service/003_inbox_usage_keys_per_org.sql"]
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == []
         tables = {r["table_name"] for r in await conn.fetch(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'entitlement'")}
-        assert tables == {"schema_migrations", "outbox", "inbox", "balances", "lots", "arrears", "licences",
+        assert tables == {"schema_migrations", "outbox", "outbox_resolutions", "inbox", "balances", "lots", "arrears", "licences",
                           "licence_periods", "services", "fulfilled_orders", "ledger"}
         pk = await conn.fetchval(
             """SELECT string_agg(a.attname, ',' ORDER BY k.n) FROM pg_index i

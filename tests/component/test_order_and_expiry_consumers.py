@@ -70,3 +70,28 @@ async def test_expiry_schedules_a_credited_lot_and_dead_letters_what_is_not_a_le
         assert [(e["subject"], e["data"]["reason"]) for e in dead] == [("org-a", "UNKNOWN_TYPE"), ("unknown", "MALFORMED")]
     finally:
         await rt.close_database()
+
+
+async def test_a_ledger_event_a_schedule_rule_fails_on_is_dead_lettered_not_skipped(database, clock, monkeypatch):
+    rt = await runtime("expiry", EXPIRY_MIGRATIONS, database, clock)
+    try:
+        feed = Feed(rt, expiry_handlers.ledger(rt))
+        lots = [new_event("org-a", LotCreditedData(
+            org_id="org-a", lot_id=f"o-{i}.0", order_id=f"o-{i}", line=0, sku="CI-QTY", resource="cloud_inspection",
+            quantity=1000, storage_years=2, credited_at=NOW, expires_at=NOW + timedelta(days=30)), SRC) for i in (1, 2, 3)]
+        real = expiry_handlers.domain.apply
+
+        def apply(items, data, now, grace):  # a rule with a bug that only the second lot meets
+            if getattr(data, "lot_id", None) == "o-2.0":
+                raise KeyError("a bug in a schedule rule")
+            return real(items, data, now, grace)
+
+        monkeypatch.setattr(expiry_handlers.domain, "apply", apply)
+        await feed(*(feed.record(encode(e), "org-a") for e in lots))
+        items = await expiry_store.schedule(rt.pool, "org-a")
+        assert sorted(i.ref_id for i in items) == ["o-1.0", "o-3.0"]  # the others took effect
+        dead = await feed.outbox(topics.EXPIRY_DLQ)
+        assert [(e["data"]["reason"], e["data"]["original"]["id"]) for e in dead] == [("UNPROCESSABLE", lots[1].id)]
+        assert "a bug in a schedule rule" in dead[0]["data"]["detail"]
+    finally:
+        await rt.close_database()

@@ -78,7 +78,15 @@ async def test_a_deduction_the_ledger_cannot_store_goes_to_the_dead_letter_topic
     rt = await runtime("entitlement", ENTITLEMENT_MIGRATIONS, database, clock)
     try:
         feed = Feed(rt, subscriptions(rt)[0])
-        poison = deduction("org-b", "u-2").replace(b'"ins-u-2"', b'"ins-\\u0000"')  # jsonb refuses \u0000
+        # a deduction that passes every input rule (a NUL no longer does) but that the ledger refuses
+        await rt.pool.execute("""
+            CREATE FUNCTION refuse_b() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF NEW.org_id = 'org-b' THEN RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_b BEFORE INSERT ON ledger FOR EACH ROW EXECUTE FUNCTION refuse_b();""")
+        poison = deduction("org-b", "u-2")
         before = REGISTRY.get_sample_value(
             "aimis_dead_letters_total",
             {"service": "entitlement", "topic": topics.DEDUCTIONS, "reason": "UNPROCESSABLE"}) or 0

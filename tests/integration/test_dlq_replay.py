@@ -5,14 +5,16 @@ replayed."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import time
 import uuid
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from cli.dlq import Letter, letter_of
+from cli.dlq import DlqError, Letter, letter_of
 from cli.main import app
 from contracts import topics
 from tests.integration.test_metering import (  # noqa: F401 - fixtures
@@ -23,6 +25,7 @@ from tests.integration.test_metering import (  # noqa: F401 - fixtures
     send,
     usage,
 )
+from tests.support.kafka import TopicReader
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +110,33 @@ def test_a_rejected_binary_mode_record_replays_with_its_headers():
         "reason": "UNKNOWN_ORG", "detail": "", "original": {"inspection_id": "i-1"}, "headers": headers}}).encode())
     assert x is not None and x.replay_record() == (topics.USAGE, b"org-a", b'{"inspection_id": "i-1"}')
     assert x.replay_headers() == [("ce_id", b"u-1"), ("ce_x", b"\xff"), ("aimis-replay-of", b"r-4")]
+
+
+async def test_a_record_that_is_not_utf8_is_replayed_byte_for_byte(
+    metering, send, rejected, known_org, real_infra  # noqa: F811
+):
+    hostile = b'{"id": "\xff\xfe", "subject": "' + known_org.encode() + b'", "\x00": [1, 2]}\n'
+    await send([(known_org, hostile)])
+    [letter] = await rejected.wait_for(lambda e: e["subject"] == known_org, timeout=30)
+    data = letter["data"]
+    assert data["reason"] == "MALFORMED" and "\ufffd" in data["original"]  # the text is lossy ...
+    assert base64.b64decode(data["original_base64"]) == hostile  # ... the bytes are kept
+
+    async with TopicReader(real_infra.bootstrap, topics.USAGE) as usage_topic:
+        replayed = await _cli("replay", "--id", letter["id"])
+        assert replayed.exit_code == 0, replayed.output
+        deadline = time.monotonic() + 30
+        while not (mine := [r for r in usage_topic.records if (b"aimis-replay-of", letter["id"].encode()) in
+                            [(k.encode(), v) for k, v in r.headers]]):
+            assert time.monotonic() < deadline, "the replay did not arrive"
+            await usage_topic.poll()
+    assert [(r.key, r.value) for r in mine] == [(known_org.encode(), hostile)]
+
+
+def test_a_truncated_original_is_not_replayed():
+    x = letter_of(topics.USAGE_REJECTED, 0, 9, json.dumps({"id": "r", "subject": "org-b", "data": {
+        "reason": "MALFORMED", "detail": "", "original": "\u0000" * 10, "original_truncated": True,
+        "original_sha256": "0" * 64}}).encode())
+    assert x is not None and x.original_truncated
+    with pytest.raises(DlqError, match="4 KiB"):
+        x.replay_record()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -189,7 +190,10 @@ async def test_json_nested_too_deep_to_read_or_reserialise_is_rejected_with_its_
     await send([(known_org, deep_for_serialiser), (known_org, deep_for_parser), (known_org, good)])
     await deductions.wait_for(lambda e: e["id"] == good["id"], timeout=30)
     await assert_rejected(rejected, known_org, "MALFORMED", deep_for_serialiser.decode())
-    await assert_rejected(rejected, known_org, "MALFORMED", deep_for_parser.decode())
+    # 100,000 bytes: its rejection keeps the first 4 KiB and the hash of the whole (SPEC 7.1)
+    cut = await assert_rejected(rejected, known_org, "MALFORMED", deep_for_parser[:4096].decode())
+    assert cut["data"]["original_truncated"] is True
+    assert cut["data"]["original_sha256"] == hashlib.sha256(deep_for_parser).hexdigest()
 
 
 async def test_per_org_order_is_kept_from_input_to_output(metering, send, deductions, known_org, org_id):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import REGISTRY
 
 from contracts import topics
@@ -126,3 +130,124 @@ async def test_a_transient_failure_is_retried_never_parked(settings, fresh_db, o
         assert await rt.pool.fetchval("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL") == 0
     finally:
         await rt.stop()
+
+
+async def _allow_larger(bootstrap: str, topic: str) -> None:
+    """The cause fixed: the topic now takes records of 100,000 bytes."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                                  configs={"max.message.bytes": "100000"})])
+    finally:
+        await admin.close()
+
+
+async def test_an_admin_republishes_a_parked_row_once_its_cause_is_fixed_and_only_once(
+    settings, fresh_db, org_id, monkeypatch
+):
+    small = await _small_topic(settings.kafka_bootstrap)
+    rt = _runtime(settings, fresh_db)
+    await rt.start()
+    try:
+        await rt.relay.stop()
+        events = [rt.event(org_id, ExpiryUpcomingData(org_id=org_id, kind="lot", ref_id=f"lot-{i}" + "x" * 3000,
+                                                      expires_at=rt.clock.now(), days_before=7)) for i in (1, 2)]
+        async with rt.pool.acquire() as conn, conn.transaction():
+            for ev in events:  # on the small topic: over its 2,000-byte limit
+                await conn.execute("INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)",
+                                   ev.id, small, org_id, encode(ev))
+        rt.relay = outbox.Relay(rt.settings.database_url, rt.schema, rt.publisher)
+        rt.relay.start()
+        await wait_until(lambda: rt.pool.fetchval("SELECT count(*) = 2 FROM outbox WHERE parked_at IS NOT NULL"))
+        keep, drop = [await rt.pool.fetchval("SELECT seq FROM outbox WHERE event_id = $1", ev.id) for ev in events]
+
+        app = rt.http_app(title="foundation")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http, \
+                TopicReader(settings.kafka_bootstrap, small, from_beginning=True) as reader:
+            def as_(role: auth.Role) -> dict[str, str]:
+                return {"authorization": f"Bearer {auth.mint(settings.auth_secret, role)}"}
+
+            def republish(seq: int, role: auth.Role = "admin", body: Any = None) -> Any:
+                return http.post(f"/v1/admin/outbox/parked/{seq}/republish", headers=as_(role),
+                                 json={"reason": "max.message.bytes raised"} if body is None else body)
+
+            # only an admin decides (SPEC 7.4: finance reads the list, nothing more), and says why
+            assert (await republish(keep, "finance")).status_code == 403
+            assert (await republish(keep, body={})).status_code == 400
+            assert (await republish(keep, body={"reason": "a\x00b"})).status_code == 400
+            missing = await republish(10**9)
+            assert (missing.status_code, missing.json()["error"]["code"]) == (404, "NOT_FOUND")
+
+            await _allow_larger(settings.kafka_bootstrap, small)
+            both = await asyncio.gather(republish(keep), republish(keep))  # two operators at once: one wins
+            assert sorted(r.status_code for r in both) == [200, 409]
+            won = next(r for r in both if r.status_code == 200).json()
+            assert (won["seq"], won["event_id"], won["action"], won["actor"]) == (keep, events[0].id, "republish", "admin")
+
+            await wait_until(lambda: rt.pool.fetchval("SELECT sent_at IS NOT NULL FROM outbox WHERE seq = $1", keep))
+            again = await republish(keep)  # after it went out: still once
+            assert (again.status_code, again.json()["error"]["code"]) == (409, "NOT_PARKED")
+
+            r = await http.post(f"/v1/admin/outbox/parked/{drop}/discard", headers=as_("admin"),
+                                json={"reason": "superseded by a smaller reminder"})
+            assert r.status_code == 200 and r.json()["action"] == "discard"
+            assert (await republish(drop)).status_code == 409  # a discarded row is not sent later
+            listed = (await http.get("/v1/admin/outbox/parked", headers=as_("admin"))).json()
+            assert (listed["count"], listed["rows"]) == (0, [])
+
+            await reader.settle(1.0)
+            assert [json.loads(rec.value)["id"] for rec in reader.records] == [events[0].id]  # once, never the other
+
+        audit = await rt.pool.fetch("SELECT seq, action, actor, reason, park_reason FROM outbox_resolutions ORDER BY id")
+        assert [(a["seq"], a["action"], a["actor"], a["reason"]) for a in audit] == [
+            (keep, "republish", "admin", "max.message.bytes raised"),
+            (drop, "discard", "admin", "superseded by a smaller reminder")]
+        assert all("TooLarge" in a["park_reason"] for a in audit)
+        assert await rt.pool.fetchval("SELECT discarded_at IS NOT NULL AND sent_at IS NULL FROM outbox WHERE seq = $1",
+                                      drop)
+        assert REGISTRY.get_sample_value("aimis_outbox_parked_resolved_total",
+                                         {"service": "foundation", "action": "republish"}) >= 1
+    finally:
+        await rt.stop()
+
+
+async def test_aimis_outbox_lists_republishes_and_discards_parked_rows(settings, fresh_db, org_id, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli.main import app as cli
+    from tests.support.services import serve_in_process
+
+    small = await _small_topic(settings.kafka_bootstrap)
+    rt = _runtime(settings, fresh_db)
+    async with serve_in_process(rt.http_app(title="foundation")) as url:  # its lifespan starts and stops rt
+        async with rt.pool.acquire() as conn, conn.transaction():
+            for i in (1, 2):
+                await conn.execute("INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)",
+                                   f"ev-{i}", small, org_id, b"x" * 5000)
+        await wait_until(lambda: rt.pool.fetchval("SELECT count(*) = 2 FROM outbox WHERE parked_at IS NOT NULL"))
+        first, second = [r["seq"] for r in await rt.pool.fetch("SELECT seq FROM outbox ORDER BY seq")]
+        monkeypatch.setenv("AIMIS_EXPIRY_URL", url)  # the CLI speaks to this runtime as "expiry"
+        monkeypatch.setenv("AIMIS_AUTH_SECRET", settings.auth_secret)
+
+        async def aimis(*args: str) -> Any:
+            return await asyncio.to_thread(CliRunner().invoke, cli, ["outbox", *args])
+
+        listed = await aimis("parked", "--service", "expiry", "--json")
+        assert listed.exit_code == 0, listed.output
+        assert [r["event_id"] for r in json.loads(listed.output)["rows"]] == ["ev-1", "ev-2"]
+        table = await aimis("parked", "--service", "expiry")
+        assert table.exit_code == 0 and "2 parked row(s)" in table.output
+
+        await _allow_larger(settings.kafka_bootstrap, small)
+        done = await aimis("republish", "--service", "expiry", "--seq", str(first), "--reason", "limit raised")
+        assert done.exit_code == 0 and "re-published" in done.output, done.output
+        twice = await aimis("republish", "--service", "expiry", "--seq", str(first), "--reason", "again")
+        assert twice.exit_code == 1 and "NOT_PARKED" in twice.output
+        dropped = await aimis("discard", "--service", "expiry", "--seq", str(second), "--reason", "test row")
+        assert dropped.exit_code == 0 and "discarded" in dropped.output
+        missing = await aimis("discard", "--service", "expiry", "--seq", "999999", "--reason", "x")
+        assert missing.exit_code == 1 and "NOT_FOUND" in missing.output
+        unknown = await aimis("parked", "--service", "billing")
+        assert unknown.exit_code == 1 and "unknown service" in unknown.output
+        await wait_until(lambda: rt.pool.fetchval("SELECT sent_at IS NOT NULL FROM outbox WHERE seq = $1", first))

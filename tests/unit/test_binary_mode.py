@@ -11,7 +11,7 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from contracts.events import EventError, from_binary, is_json_media_type
-from contracts.limits import MAX_RECORD_BYTES
+from contracts.limits import MAX_USAGE_RECORD_BYTES
 from shared.consumer import binary_event, binary_mode, kept_headers
 
 HEADERS = [
@@ -59,8 +59,8 @@ def test_without_a_content_type_the_data_is_json():
     ([*HEADERS, ("ce_", b"x")], DATA, "'' is not a CloudEvents attribute name"),
     ([*HEADERS, ("ce_Trace-Id", b"x")], DATA, "'Trace-Id' is not a CloudEvents attribute name"),
     ([*HEADERS, ("ce_datacontenttype", b"application/json")], DATA, "'datacontenttype' cannot be a ce_ header"),
-    (HEADERS, b'"' + b"x" * MAX_RECORD_BYTES + b'"', f"at most {MAX_RECORD_BYTES}"),
-    ([*HEADERS, ("ce_bulk", b"x" * MAX_RECORD_BYTES)], DATA, f"at most {MAX_RECORD_BYTES}"),
+    (HEADERS, b'"' + b"x" * MAX_USAGE_RECORD_BYTES + b'"', f"at most {MAX_USAGE_RECORD_BYTES}"),
+    ([*HEADERS, ("ce_bulk", b"x" * MAX_USAGE_RECORD_BYTES)], DATA, f"at most {MAX_USAGE_RECORD_BYTES}"),
 ])
 def test_a_malformed_binary_record_raises_malformed_with_the_reason(headers, value, says):
     with pytest.raises(EventError) as e:
