@@ -213,6 +213,23 @@ async def entitlement_scenarios(s: Service) -> set[tuple[str, str, int]]:
     return {("post", "/v1/orgs/{org_id}/services/{service_id}/acceptance", 409)}
 
 
+async def parked_row_scenarios(s: Service) -> set[tuple[str, str, int]]:
+    """Every service: re-publishing or discarding an outbox row that is not parked is 409 NOT_PARKED,
+    one that does not exist 404 NOT_FOUND."""
+    seq = await s.app.state.runtime.pool.fetchval(
+        "INSERT INTO outbox (event_id, topic, key, payload, sent_at) VALUES ('e-1', 't', 'k', '{}', now())"
+        " RETURNING seq")
+    seen = set()
+    for action in ("republish", "discard"):
+        r = await s.call("POST", f"/v1/admin/outbox/parked/{seq}/{action}", ADMIN, b'{"reason": "probe"}')
+        assert answers(r, 409) and error_of(r) == "NOT_PARKED", r.text
+        seen.add(("post", f"/v1/admin/outbox/parked/{{seq}}/{action}", 409))
+        r = await s.call("POST", f"/v1/admin/outbox/parked/{seq + 1}/{action}", ADMIN, b'{"reason": "probe"}')
+        assert answers(r, 404) and error_of(r) == "NOT_FOUND", r.text
+        seen.add(("post", f"/v1/admin/outbox/parked/{{seq}}/{action}", 404))
+    return seen
+
+
 SCENARIOS = {"order": order_scenarios, "entitlement": entitlement_scenarios}
 
 
@@ -232,6 +249,7 @@ async def test_every_documented_error_response_is_answered(name: str, database: 
                       for st in op["responses"] if st.isdigit() and int(st) >= 400}
         assert "HTTPValidationError" not in json.dumps(s.doc)
         witnessed = set(await SCENARIOS[name](s)) if name in SCENARIOS else set()
+        witnessed |= await parked_row_scenarios(s)
         for method, path, status in sorted(documented - witnessed):
             probe = PROBES.get(status)
             if probe is not None and await probe(s, method, path, s.doc["paths"][path][method]):
