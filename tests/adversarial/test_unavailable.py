@@ -47,7 +47,7 @@ async def _org_known_to_metering(http: httpx.AsyncClient, stack: Any, org: str, 
         r = await http.post(f"{stack.urls['metering']}/v1/usage", json=_usage(org), headers=PLATFORM)
         if r.status_code == 202:
             return
-        assert r.status_code == 400 and r.json()["error"]["code"] == "UNKNOWN_ORG", r.text
+        assert r.status_code == 400 and [i["code"] for i in r.json()["error"]["items"]] == ["UNKNOWN_ORG"], r.text
         assert time.monotonic() < deadline, f"metering did not learn of {org} within {within_s} s"
         await asyncio.sleep(0.2)
 
