@@ -306,6 +306,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ops.dead_letter_counts": ("Count by topic and reason", "按主题和原因计数"),
     "ops.none": ("None", "无"),
     "ops.not_available": ("Not available from this service yet ({reason})", "该服务暂未提供（{reason}）"),
+    "ops.parked_reason": ("Reason (kept with the decision)", "原因（随处理记录保存）"),
+    "ops.republish": ("Re-publish", "重新发布"),
+    "ops.discard": ("Discard", "丢弃"),
+    "ops.parked_admin_only": ("Only an admin can re-publish or discard a parked row.", "只有管理员可以重新发布或丢弃搁置记录。"),
+    "ops.parked_reason_needed": ("Give a reason: it is kept with the decision.", "请填写原因：它会随处理记录保存。"),
+    "ops.parked_republish_done": ("Row {seq} of {service} will be published again ({event_id}).", "{service} 的记录 {seq} 将重新发布（{event_id}）。"),
+    "ops.parked_discard_done": ("Row {seq} of {service} discarded ({event_id}); it will not be published.", "{service} 的记录 {seq} 已丢弃（{event_id}），不会再发布。"),
     "ops.health_help": ("Parked rows come from GET /v1/admin/outbox/parked and dead letters from aimis_dead_letters_total on each service's /metrics.", "搁置记录来自各服务的 GET /v1/admin/outbox/parked，死信来自各服务 /metrics 中的 aimis_dead_letters_total。"),
 }
 

@@ -1,5 +1,6 @@
 """Operator pages (roles admin and finance): find an org, record its agreement, import an offline
-order, confirm a payment, see parked outbox rows and dead-letter counts."""
+order, confirm a payment, see parked outbox rows and dead-letter counts; an admin re-publishes or
+discards a parked row (with a reason) once its cause is fixed."""
 
 from __future__ import annotations
 
@@ -158,3 +159,22 @@ async def payment(request: Request) -> Response:
     return await _act(c, form, "payment",
                       c.upstream.call("order", "POST", f"/v1/orders/{quote(oid, safe='')}/payment", c.token, json=body),
                       "ops.payment_done")
+
+
+PARKED_ACTIONS = ("republish", "discard")
+
+
+@router.post("/ops/parked")
+async def resolve_parked(request: Request) -> Response:
+    """Re-publish or discard one parked outbox row of one service (SPEC 7.2; the service allows
+    admins only and records who and why)."""
+    c = operator_ctx(request)
+    form = await c.form()
+    service, seq, action, reason = (form.get(k, "").strip() for k in ("service", "seq", "action", "reason"))
+    if service not in SERVICES or not seq.isdigit() or len(seq) > 18 or action not in PARKED_ACTIONS:
+        return await _page(c, 400, result=("parked", False, c.t("ops.fill_all")))
+    if not reason:
+        return await _page(c, 400, result=("parked", False, c.t("ops.parked_reason_needed")))
+    path = f"/v1/admin/outbox/parked/{seq}/{action}"
+    return await _act(c, {}, "parked", c.upstream.call(service, "POST", path, c.token, json={"reason": reason}),
+                      f"ops.parked_{action}_done", service=service)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
 
+import asyncpg
 import pytest
 
+from contracts.events import ExpiryUpcomingData, encode, new_event
+from shared import auth
 from tests.browser.pages import Browser
-from tests.support.stack import Stack
+from tests.support.stack import SECRET, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -291,3 +296,41 @@ def test_usage_chart_counts_what_metering_counted(browser: Browser, stack: Stack
     assert "Accepted (35)" in caption
     assert "Arrears" in browser.text() and browser.metrics()["cloud_inspection.used"] == 35
     browser.shot("chart")
+
+
+def _sql(stack: Stack, query: str, *args: Any) -> Any:
+    async def run() -> Any:
+        conn = await asyncpg.connect(stack.dsn)
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            await conn.close()
+    return asyncio.run(run())
+
+
+def test_admin_republishes_a_parked_row_from_the_operator_page(browser: Browser, stack: Stack) -> None:
+    """SPEC 7.2 without a terminal: a row entitlement parked is listed; an admin gives a reason and
+    re-publishes it; the relay then sends it and it is listed no more."""
+    org = new_org(stack)
+    event = new_event(org, ExpiryUpcomingData(org_id=org, kind="lot", ref_id=f"{org}-lot",
+                                              expires_at="2027-01-01T00:00:00Z", days_before=7), "/entitlement")
+    seq = _sql(stack, "INSERT INTO entitlement.outbox (event_id, topic, key, payload, parked_at, park_reason)"
+                      " VALUES ($1, $2, $3, $4, now(), 'MessageSizeTooLargeError (test)') RETURNING seq",
+               event.id, ExpiryUpcomingData.TOPIC, org, encode(event))
+    browser.sign_in(auth.mint(SECRET, "admin"))
+    browser.open("/ops#health")
+    row = f"[data-parked='entitlement'] form[data-parked-row='{seq}']"
+    browser.wait(lambda: browser.css(row), what="the parked row's form")
+    assert event.id in browser.text("[data-parked='entitlement']")
+    browser.fill(f"#parked-entitlement-{seq}-reason", "topic limit raised")
+    browser.shot("parked-row")
+    browser.click(f"{row} button[value=republish]")
+    browser.wait(lambda: browser.css("[data-result=parked]"), what="the re-publish result")
+    assert "will be published again" in browser.text("[data-result=parked]")
+    browser.shot("parked-republished")
+    browser.wait(lambda: _sql(stack, "SELECT sent_at IS NOT NULL FROM entitlement.outbox WHERE seq = $1", seq),
+                 what="the relay to send the re-published row")
+    assert _sql(stack, "SELECT reason FROM entitlement.outbox_resolutions WHERE seq = $1", seq) == "topic limit raised"
+    browser.open("/ops")
+    assert f"data-parked-row='{seq}'" not in browser.d.page_source and event.id not in browser.text(
+        "[data-parked='entitlement']")

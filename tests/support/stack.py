@@ -32,6 +32,7 @@ class Stack:
     admin: Api
     procs: dict[str, ServiceProcess]
     infra: Infra
+    dsn: str = ""  # the stack's own database (one schema per service)
 
     def org_api(self, org_id: str) -> Api:
         return Api(auth.mint(SECRET, "org", org_id), self.urls)
@@ -59,7 +60,7 @@ async def stack(real_infra: Infra) -> AsyncIterator[Stack]:
             for p in procs.values():
                 await p.start()
             urls = {s: p.url for s, p in procs.items()}
-            yield Stack(real_infra.bootstrap, urls, Api(auth.mint(SECRET, "admin"), urls), procs, real_infra)
+            yield Stack(real_infra.bootstrap, urls, Api(auth.mint(SECRET, "admin"), urls), procs, real_infra, dsn)
         finally:
             for p in procs.values():
                 p.stop()

@@ -47,6 +47,7 @@ class FakeServices:
         self.ledger_reads = 0
         self.endless_ledger = False
         self.parked_ports: set[int] = set()  # services that answer the SPEC 7.2 operator reads
+        self.refuse_parked: tuple[int, str] | None = None  # what re-publish/discard answers instead
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(request)
@@ -109,6 +110,13 @@ class FakeServices:
                 "seq": 7, "event_id": "ev-parked-1", "topic": "aimis.ledger.v1", "key": "h1", "size": 1300000,
                 "created_at": "2026-11-26T00:00:00Z", "parked_at": "2026-11-26T00:00:01Z",
                 "park_reason": "MessageSizeTooLargeError"}]})
+        if p.startswith("/v1/admin/outbox/parked/") and m == "POST" and request.url.port in self.parked_ports:
+            seq, action = p.split("/")[5:7]
+            if self.refuse_parked:
+                return _err(*self.refuse_parked)
+            return httpx.Response(200, json={"seq": int(seq), "event_id": "ev-parked-1", "topic": "aimis.ledger.v1",
+                                             "action": action, "actor": "admin",
+                                             "reason": json.loads(request.content)["reason"], "at": "2026-11-26T00:00:02Z"})
         if p == "/metrics" and request.url.port in self.parked_ports:
             return httpx.Response(200, text='# TYPE aimis_dead_letters_total counter\n'
                                   'aimis_dead_letters_total{service="entitlement",topic="aimis.orders.v1",'
@@ -534,3 +542,38 @@ async def test_operators_see_parked_outbox_rows_and_dead_letter_counts(console: 
     assert ">1<" in row.group(1)  # the count
     assert "aimis.orders.v1" in page and "UNPROCESSABLE" in page
     assert re.search(r'<tr data-parked="order">.*?</tr>', page, re.S)  # a service without rows is listed too
+
+
+async def test_an_admin_republishes_or_discards_a_parked_row_with_a_reason(console: httpx.AsyncClient,
+                                                                          fake: FakeServices) -> None:
+    """SPEC 7.2 from the console: each parked row has a reason field and Re-publish / Discard (admin)."""
+    fake.parked_ports = {8002}
+    await sign_in(console, jwt.encode({"role": "admin", "exp": 4102444800}, SECRET, algorithm="HS256"))
+    page = (await console.get("/ops")).text
+    assert 'data-parked-row="7"' in page and 'for="parked-entitlement-7-reason"' in page
+    csrf = await page_csrf(console, "/ops")
+    form = {"csrf": csrf, "service": "entitlement", "seq": "7", "reason": "topic limit raised"}
+    for action, says in (("republish", "will be published again"), ("discard", "will not be published")):
+        r = await console.post("/ops/parked", data={**form, "action": action})
+        assert r.status_code == 200 and says in r.text and 'data-result="parked"' in r.text, r.text
+        sent = [c for c in fake.calls if c.url.path == f"/v1/admin/outbox/parked/7/{action}"]
+        assert sent and sent[-1].url.port == 8002 and json.loads(sent[-1].content) == {"reason": "topic limit raised"}
+
+    for bad in ({"reason": ""}, {"service": "billing"}, {"seq": "7; DROP"}, {"seq": "-1"}, {"action": "delete"}):
+        r = await console.post("/ops/parked", data={**form, "action": "republish", **bad})
+        assert r.status_code == 400 and 'data-result="parked"' in r.text, bad
+    r = await console.post("/ops/parked", data={**form, "action": "republish", "csrf": "forged"})
+    assert r.status_code == 403
+
+    fake.refuse_parked = (409, "NOT_PARKED")
+    r = await console.post("/ops/parked", data={**form, "action": "republish"})
+    assert r.status_code == 409 and "already re-published or discarded" in r.text
+
+
+async def test_finance_sees_parked_rows_without_the_admin_actions(console: httpx.AsyncClient,
+                                                                  fake: FakeServices) -> None:
+    fake.parked_ports = {8002}
+    await sign_in(console, jwt.encode({"role": "finance", "exp": 4102444800}, SECRET, algorithm="HS256"))
+    page = (await console.get("/ops")).text
+    assert "ev-parked-1" in page and "data-parked-row" not in page
+    assert "Only an admin can re-publish or discard" in page
