@@ -12,7 +12,8 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
     conn = await asyncpg.connect(await database.create_empty())
     try:
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == [
-            "shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql", "service/001_init.sql", "service/002_arrears_per_org.sql"]
+            "shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql", "service/001_init.sql", "service/002_arrears_per_org.sql",
+            "service/003_ledger_lighter.sql"]
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == []
         tables = {r["table_name"] for r in await conn.fetch(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'entitlement'")}
@@ -24,5 +25,11 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                WHERE i.indrelid = 'entitlement.arrears'::regclass AND i.indisprimary""")
         assert pk == "org_id,usage_id"  # a usage id is unique per org (SPEC 7.3)
+        # the ledger keeps one index besides its key, and data as written (issue 13)
+        assert await conn.fetchval("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                                   "WHERE attrelid = 'entitlement.ledger'::regclass AND attname = 'data'") == "json"
+        assert {r["indexname"] for r in await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'entitlement' AND tablename = 'ledger'")} == {
+            "ledger_pkey", "ledger_by_org"}
     finally:
         await conn.close()
