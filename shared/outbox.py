@@ -40,11 +40,13 @@ async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row]) -> None:
     """`add` for events the caller encoded itself (entitlement keeps the same bytes in its ledger)."""
     if not rows:
         return
-    # One round trip: the rows, and a NOTIFY (delivered at commit) on the schema's channel.
+    # One round trip: the rows, their keys in outbox_pending, and a NOTIFY (delivered at commit) on
+    # the schema's channel.
     await conn.execute(
         """WITH ins AS (
                INSERT INTO outbox (event_id, topic, key, payload)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]))
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) RETURNING seq),
+           pending AS (INSERT INTO outbox_pending SELECT seq FROM ins)
            SELECT pg_notify('outbox_' || current_schema(), '')""",
         *map(list, zip(*rows, strict=True)),
     )
@@ -59,8 +61,14 @@ _UNPUBLISHABLE = (
     kafka_errors.CorruptRecordException, kafka_errors.InvalidTimestampError, kafka_errors.InvalidTopicError,
 )
 
-_UNSENT = ("SELECT seq, topic, key, payload FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL"
-           " ORDER BY seq LIMIT $1")  # parked rows stay behind
+# The rows neither sent nor parked are the keys in outbox_pending (shared/sql/003_outbox_pending.sql).
+# The first keys, then each row by its key (LATERAL): a plain join may be planned as a merge join
+# that walks the whole table's key (sent rows stay a day).
+_UNSENT = ("SELECT o.seq, o.topic, o.key, o.payload FROM (SELECT seq FROM outbox_pending ORDER BY seq LIMIT $1) p"
+           " CROSS JOIN LATERAL (SELECT * FROM outbox WHERE seq = p.seq) o WHERE o.parked_at IS NULL ORDER BY p.seq")
+# Sent: out of outbox_pending, and `sent_at` set (a HOT update: no index covers sent_at).
+_MARK_SENT = """WITH sent AS (DELETE FROM outbox_pending p USING unnest($1::bigint[]) AS s(seq) WHERE p.seq = s.seq)
+                UPDATE outbox o SET sent_at = now() FROM unnest($1::bigint[]) AS s(seq) WHERE o.seq = s.seq"""
 
 
 def _lock_key(schema: str) -> int:
@@ -141,11 +149,9 @@ class Relay:
         seqs = [r["seq"] for r in rows]
         if self.after_publish is not None:
             await self.after_publish(seqs)
-        # A join, not `seq = ANY($1)`: that filter is planned as a scan of the whole table (sent
+        # Joins, not `seq = ANY($1)`: that filter is planned as a scan of the whole table (sent
         # rows stay a day) with a linear search of the array per row: 180 ms per 1,000 rows.
-        await conn.execute(
-            "UPDATE outbox o SET sent_at = now() FROM unnest($1::bigint[]) AS s(seq) WHERE o.seq = s.seq", seqs
-        )
+        await conn.execute(_MARK_SENT, seqs)
         obs.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
         return len(rows)
 
@@ -179,7 +185,7 @@ class Relay:
                 log.error("outbox row %s (%s, %d bytes) refused by the broker for good: %r; parked",
                           r["seq"], r["topic"], len(r["payload"]), e, extra={"topic": r["topic"]})
                 continue
-            await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = $1", r["seq"])
+            await conn.execute(_MARK_SENT, [r["seq"]])
             obs.OUTBOX_PUBLISHED.labels(self.schema).inc()
         return len(rows)
 
@@ -190,7 +196,9 @@ def unpublishable(e: BaseException) -> bool:
 
 
 async def park(conn: asyncpg.Connection, seq: int, reason: str) -> None:
-    await conn.execute("UPDATE outbox SET parked_at = now(), park_reason = $2 WHERE seq = $1", seq, reason)
+    await conn.execute(
+        """WITH parked AS (DELETE FROM outbox_pending WHERE seq = $1)
+           UPDATE outbox SET parked_at = now(), park_reason = $2 WHERE seq = $1""", seq, reason)
 
 
 async def parked(conn: asyncpg.Connection, limit: int = 1000) -> list[dict[str, Any]]:
@@ -206,7 +214,8 @@ async def parked(conn: asyncpg.Connection, limit: int = 1000) -> list[dict[str, 
 async def oldest_unsent_s(conn: asyncpg.Connection) -> float:
     """Age in seconds of the oldest row neither sent nor parked (0 when there is none)."""
     age = await conn.fetchval(
-        "SELECT extract(epoch FROM now() - min(created_at)) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL"
+        "SELECT extract(epoch FROM now() - min(o.created_at)) FROM outbox_pending p JOIN outbox o ON o.seq = p.seq"
+        " WHERE o.parked_at IS NULL"
     )
     return max(0.0, float(age or 0.0))
 

@@ -12,12 +12,12 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
     conn = await asyncpg.connect(await database.create_empty())
     try:
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == [
-            "shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql", "service/001_init.sql", "service/002_arrears_per_org.sql",
-            "service/003_ledger_lighter.sql"]
+            "shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql", "shared/003_outbox_pending.sql",
+            "service/001_init.sql", "service/002_arrears_per_org.sql", "service/003_ledger_lighter.sql"]
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == []
         tables = {r["table_name"] for r in await conn.fetch(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'entitlement'")}
-        assert tables == {"schema_migrations", "outbox", "inbox", "balances", "lots", "arrears", "licences",
+        assert tables == {"schema_migrations", "outbox", "outbox_pending", "inbox", "balances", "lots", "arrears", "licences",
                           "licence_periods", "services", "fulfilled_orders", "ledger"}
         pk = await conn.fetchval(
             """SELECT string_agg(a.attname, ',' ORDER BY k.n) FROM pg_index i
