@@ -11,7 +11,8 @@
 3. latency: usage paced at `--rate` events/s for `--seconds`; p50, p99 and max from produce to the
    ledger entry being readable on the topic (each event carries its send time in `attributes`);
 4. each service's peak resident memory (VmHWM).
-Phase 2 also prints each service's CPU per 1,000 events (steadier than rates on a shared machine);
+Phase 2 also prints each service's CPU per 1,000 events (steadier than rates on a shared machine),
+and PostgreSQL's (the cluster's processes) and Kafka's when they run on this machine;
 `--batches` prints each consumer's mean batch size and time and the outbox rows published.
 
 Starts its own throwaway Kafka and PostgreSQL (tests/support/infra.py) unless AIMIS_KAFKA_BOOTSTRAP
@@ -340,6 +341,52 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def infra_pids(conn_pid: int, bootstrap: str) -> dict[str, list[int]]:
+    """The database server's processes (the postmaster, parent of our backend, and its children)
+    and the broker's (the process listening on the bootstrap port), when they run on this machine;
+    {} when they cannot be found (containers, another host)."""
+    procs: dict[int, int] = {}  # pid -> ppid
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                procs[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    out: dict[str, list[int]] = {}
+    master = procs.get(conn_pid)
+    if master:
+        out["postgres"] = [master] + [pid for pid, ppid in procs.items() if ppid == master]
+    port = int(bootstrap.rsplit(":", 1)[1]) if ":" in bootstrap else 0
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                    inodes.add(cols[9])
+        except (OSError, IndexError, ValueError):
+            pass
+    for pid in procs:
+        try:
+            fds = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        except OSError:
+            continue
+        if any(f"socket:[{i}]" in fds for i in inodes):
+            out["kafka"] = [pid]
+            break
+    return out
+
+
+def pids_cpu_s(pids: list[int]) -> dict[int, float]:
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = cpu_s(pid)
+        except OSError:  # exited
+            pass
+    return out
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
@@ -374,6 +421,8 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
         ctx = mp.get_context("spawn")
         q: mp.Queue[float] = ctx.Queue()
         cpu0 = {p.name: cpu_s(p.proc.pid) for p in procs if p.proc is not None}
+        backend = await admin.fetchval("SELECT pg_backend_pid()")
+        others0 = {k: pids_cpu_s(v) for k, v in infra_pids(backend, bootstrap).items()}
         prod = ctx.Process(target=_produce_burst, args=(bootstrap, topics.USAGE, orgs, args.events, q), daemon=True)
         prod.start()
         t0 = await asyncio.to_thread(q.get, True, 120)
@@ -384,6 +433,9 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
         res.system_eps = args.events / (t_end - t0)
         res.cpu_ms_per_1k = {p.name: (cpu_s(p.proc.pid) - cpu0[p.name]) * 1e6 / args.events
                              for p in procs if p.proc is not None}
+        for k, pids in infra_pids(backend, bootstrap).items():  # a process started since counts whole
+            used = sum(t - others0.get(k, {}).get(pid, 0.0) for pid, t in pids_cpu_s(pids).items())
+            res.cpu_ms_per_1k[k] = used * 1e6 / args.events
         print(f"2. system (usage topic -> ledger, metering + entitlement processes, {args.orgs} orgs): "
               f"{res.system_eps:,.0f} events/s; ratio {res.ratio:.2f}; CPU per 1,000 events: "
               + ", ".join(f"{k} {v:,.0f} ms" for k, v in res.cpu_ms_per_1k.items()), flush=True)

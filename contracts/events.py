@@ -7,8 +7,8 @@ envelope, then the data for its type; `new_event` builds an outgoing event.
 from __future__ import annotations
 
 import json
+import os
 import re
-import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
@@ -659,7 +659,7 @@ def new_event(
         raise ValueError(f"{data.__class__.__name__} is shared by {sorted(types)}: name the type")
     if event_type not in types:
         raise KeyError(f"{event_type!r} is not an event type of {data.__class__.__name__}")
-    event_id, at = id or str(uuid.uuid4()), time or datetime.now(timezone.utc)
+    event_id, at = id or new_id(), time or datetime.now(timezone.utc)
     # `data` is a validated model; the envelope's own rules, checked here without a validation
     # pass (the hot path builds one event per use): the same rules as the CloudEvent model's.
     if not (_ORG_ID.fullmatch(subject) and 1 <= len(event_id) <= MAX_ID and _NO_CONTROL.fullmatch(event_id)
@@ -671,6 +671,14 @@ def new_event(
                    subject=subject, time=at, datacontenttype="application/json", data=data)
 
 
+def new_id() -> str:
+    """A random (version 4) UUID as text, like `str(uuid.uuid4())` at a third of its cost (one
+    per outgoing event on the hot paths)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 variant bits
 _ORG_ID, _NO_CONTROL = re.compile(ORG_ID_PATTERN), re.compile(NO_CONTROL)
 _M = TypeVar("_M", bound=BaseModel)
 

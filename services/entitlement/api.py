@@ -26,7 +26,6 @@ from contracts.http import (
 )
 from services.entitlement import domain, store
 from services.entitlement.domain import Counters, Lot
-from shared import outbox
 from shared.auth import AccountReader, EntitlementReader, OrgActor
 from shared.errors import ApiError
 from shared.service import Runtime
@@ -151,8 +150,7 @@ async def accept_service(org_id: OrgPath, service_id: str, caller: OrgActor, req
                            "service awaiting acceptance before its deadline can be accepted")
         await store.set_service_status(conn, service_id, "accepted", now)
         event = rt.event(org_id, ev.ServiceAcceptedData(org_id=org_id, service_id=service_id, accepted_at=now))
-        await store.append_ledger(conn, [event])
-        await outbox.add(conn, [event])
+        await store.emit(conn, [event])
         svc = await store.service_for_update(conn, service_id)
     assert svc is not None  # locked above, in this transaction
     return _service_view(svc, now)

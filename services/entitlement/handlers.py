@@ -1,11 +1,12 @@
 """Kafka consumers of entitlement, in the one shape of shared/consumer.py: deductions, paid orders,
-expiry commands. Each policy changes state through the store, appends the ledger table and returns
-the ledger events (the consumer base writes them to the outbox). Bad input goes to
-`aimis.entitlement.dlq.v1`.
+expiry commands. Each policy changes state through the store and returns the ledger events; the
+consumer base hands them to `store.emit`, which writes them to the ledger table and the outbox,
+serialised once. Bad input goes to `aimis.entitlement.dlq.v1`.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -16,7 +17,7 @@ from prometheus_client import Counter
 
 from contracts import events as ev
 from contracts import topics
-from contracts.events import CloudEvent, models_on
+from contracts.events import CloudEvent, models_on, trusted
 from services.entitlement import domain, store
 from services.entitlement.domain import Book, Counters, Deducted, Use
 from shared.consumer import DeadLetters, Subscription
@@ -37,17 +38,18 @@ def subscriptions(rt: Runtime) -> list[Subscription]:
     return [
         Subscription(
             topic=topics.DEDUCTIONS, accepts=(ev.DeductionRequestedData,), stream="usage",
-            key=usage_key, lock=h.lock_uses, policy=h.deductions, rejects=dead,
+            key=usage_key, lock=h.lock_uses, policy=h.deductions, rejects=dead, emit=store.emit,
         ),
         Subscription(
             topic=topics.ORDERS, accepts=(ev.OrderPaidData,),
             ignores=tuple(m for m in models_on(topics.ORDERS) if m is not ev.OrderPaidData),
             stream="order_paid", key=lambda e: e.data.order_id, check=check_order,
-            lock=h.lock_lots_of_orders, policy=h.orders, rejects=dead,
+            lock=h.lock_lots_of_orders, policy=h.orders, rejects=dead, emit=store.emit,
         ),
         Subscription(
             topic=topics.EXPIRY_COMMANDS, accepts=models_on(topics.EXPIRY_COMMANDS), stream="expiry",
             claim="on_effect", lock=h.lock_expiring_lots, policy=h.command, rejects=dead,
+            emit=store.emit,
         ),
     ]
 
@@ -77,10 +79,6 @@ class Handlers:
         self.rt = rt
         self.grace = timedelta(seconds=rt.settings.late_usage_grace_s)
 
-    async def _emit(self, conn: asyncpg.Connection, ledger: list[CloudEvent[Any]]) -> list[CloudEvent[Any]]:
-        await store.append_ledger(conn, ledger)
-        return ledger
-
     # ------------------------------------------------------------ deductions
 
     async def lock_uses(self, conn: asyncpg.Connection, events: list[CloudEvent[Any]]) -> None:
@@ -99,6 +97,10 @@ class Handlers:
             now, self.grace, perpetual,
         )
         out = [e for u, o in zip(todo, outcomes, strict=True) for e in self._usage_events(u, o)]
+        for (resource, outcome), n in collections.Counter(
+                (u.resource, "deducted" if isinstance(o, Deducted) else "rejected")
+                for u, o in zip(todo, outcomes, strict=True)).items():
+            DEDUCTIONS.labels(resource, outcome).inc(n)  # once per batch, not per use
         changed = [b.lots[i] for b in books.values() for i in b.touched]
         await store.save_remaining(conn, changed)
         await store.insert_arrears(conn, [
@@ -107,7 +109,7 @@ class Handlers:
             for u, o in zip(todo, outcomes, strict=True) if isinstance(o, Deducted) and o.arrears_quantity
         ])
         await store.add_counters(conn, {k: b.counters for k, b in books.items()})
-        return await self._emit(conn, out)
+        return out
 
     def _usage_events(self, u: ev.DeductionRequestedData, outcome: domain.Outcome) -> list[CloudEvent[Any]]:
         """The use's ledger event, then one arrears_offset per lot credited after it occurred that
@@ -125,21 +127,22 @@ class Handlers:
         ))
 
     def _usage_event(self, u: ev.DeductionRequestedData, outcome: domain.Outcome) -> CloudEvent[Any]:
+        """The ledger entry of one use. Built with `trusted` (no validation pass, one per use on the
+        hot path): every value comes from the validated deduction request or from the deduction
+        rules (lot ids, quantities, tz-aware retention dates)."""
         if isinstance(outcome, Deducted):
-            DEDUCTIONS.labels(u.resource, "deducted").inc()
-            data: ev.EventData = ev.UsageDeductedData(
-                org_id=u.org_id, usage_id=u.usage_id, resource=u.resource, quantity=u.quantity,
-                occurred_at=u.occurred_at, channel=u.channel, inspection_id=u.inspection_id,
-                site_id=u.site_id, attributes=u.attributes,
-                allocations=[ev.Allocation(lot_id=d.lot_id, quantity=d.quantity, retention_until=d.retention_until)
-                             for d in outcome.allocations],
+            data: ev.EventData = trusted(
+                ev.UsageDeductedData, org_id=u.org_id, usage_id=u.usage_id, resource=u.resource,
+                quantity=u.quantity, occurred_at=u.occurred_at, channel=u.channel,
+                inspection_id=u.inspection_id, site_id=u.site_id, attributes=u.attributes,
+                allocations=[trusted(ev.Allocation, lot_id=d.lot_id, quantity=d.quantity,
+                                     retention_until=d.retention_until) for d in outcome.allocations],
                 arrears_quantity=outcome.arrears_quantity, offline_licence=outcome.offline_licence,
             )
         else:
-            DEDUCTIONS.labels(u.resource, "rejected").inc()
-            data = ev.UsageRejectedLedgerData(
-                org_id=u.org_id, usage_id=u.usage_id, resource=u.resource, quantity=u.quantity,
-                occurred_at=u.occurred_at, channel=u.channel, reason=outcome.reason,
+            data = trusted(
+                ev.UsageRejectedLedgerData, org_id=u.org_id, usage_id=u.usage_id, resource=u.resource,
+                quantity=u.quantity, occurred_at=u.occurred_at, channel=u.channel, reason=outcome.reason,
             )
         return self.rt.event(u.org_id, data)
 
@@ -157,7 +160,7 @@ class Handlers:
         for e in events:
             ledger += await self._credit_order(conn, e.data, now, deltas)
         await store.add_counters(conn, deltas)
-        return await self._emit(conn, ledger)
+        return ledger
 
     async def _credit_order(self, conn: asyncpg.Connection, p: ev.OrderPaidData, now: datetime,
                             deltas: Deltas) -> list[CloudEvent[Any]]:
@@ -241,7 +244,7 @@ class Handlers:
         out = [e for c in events if (e := await self._command(conn, c.data, now)) is not None]
         if not out:
             log.info("expiry command %s changed nothing (early, repeated or stale)", [c.id for c in events])
-        return await self._emit(conn, out)
+        return out
 
     async def _command(self, conn: asyncpg.Connection, d: ev.EventData, now: datetime) -> CloudEvent[Any] | None:
         match d:

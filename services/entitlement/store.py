@@ -9,7 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from contracts.events import CloudEvent
+from contracts import topics
+from contracts.events import CloudEvent, encode, topic_of
 from services.entitlement import domain
 from services.entitlement.domain import (
     Arrear,
@@ -21,6 +22,7 @@ from services.entitlement.domain import (
     Service,
     StoredLicence,
 )
+from shared import outbox
 
 Key = tuple[str, str]  # (org_id, resource)
 
@@ -265,17 +267,37 @@ async def mark_fulfilled(conn: asyncpg.Connection, order_id: str, org_id: str, l
 # ---------------------------------------------------------------- ledger
 
 
-async def append_ledger(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> None:
-    if not events:
-        return
-    await conn.execute(
-        """INSERT INTO ledger (event_id, org_id, resource, type, time, data)
-           SELECT e, o, r, t, ts, d::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                                                        $5::timestamptz[], $6::text[]) AS v(e, o, r, t, ts, d)""",
-        [e.id for e in events], [e.subject for e in events],
-        [getattr(e.data, "resource", None) for e in events], [e.type for e in events],
-        [e.time for e in events], [e.data.model_dump_json() for e in events],
-    )
+async def emit(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> None:
+    """Write events to the outbox, and the ledger's also to the ledger table, serialised once:
+    the ledger row's `data` is cut from the outbox payload (see `data_of`)."""
+    rows: list[outbox.Row] = []
+    ledger: list[tuple[str, str, str | None, str, datetime, bytes]] = []
+    for e in events:
+        payload = encode(e)
+        topic = topic_of(e.type)
+        rows.append((e.id, topic, e.subject, payload))
+        if topic == topics.LEDGER:
+            ledger.append((e.id, e.subject, getattr(e.data, "resource", None), e.type, e.time, data_of(e, payload)))
+    if ledger:
+        await conn.execute(
+            """INSERT INTO ledger (event_id, org_id, resource, type, time, data)
+               SELECT e, o, r, t, ts, convert_from(d, 'UTF8')::json
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bytea[])
+                    AS v(e, o, r, t, ts, d)""",
+            *map(list, zip(*ledger, strict=True)),
+        )
+    await outbox.add_rows(conn, rows)
+
+
+def data_of(event: CloudEvent[Any], payload: bytes) -> bytes:
+    """The JSON of `event.data` inside its encoded `payload`: from the top-level `"data":` member
+    to the payload's closing brace. `data` is the envelope's last field, and the first `,"data":`
+    is that member (a quote inside the string members before it is escaped). An event with
+    extension attributes (serialised after `data`) is serialised again instead."""
+    start = payload.find(b',"data":')
+    if event.__pydantic_extra__ or start < 0:
+        return event.data.model_dump_json().encode()
+    return payload[start + 8:-1]
 
 
 async def ledger_page(conn: asyncpg.Connection, org_id: str, resource: str | None, after: int,

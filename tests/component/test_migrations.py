@@ -18,11 +18,13 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
     try:
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == [
             "shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql", "shared/003_outbox_resolutions.sql",
-            "service/001_init.sql", "service/002_arrears_per_org.sql", "service/003_inbox_usage_keys_per_org.sql"]
+            "shared/004_outbox_pending.sql", "service/001_init.sql", "service/002_arrears_per_org.sql",
+            "service/003_inbox_usage_keys_per_org.sql", "service/004_ledger_lighter.sql"]
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == []
         tables = {r["table_name"] for r in await conn.fetch(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'entitlement'")}
-        assert tables == {"schema_migrations", "outbox", "outbox_resolutions", "inbox", "balances", "lots", "arrears", "licences",
+        assert tables == {"schema_migrations", "outbox", "outbox_resolutions", "outbox_pending", "inbox", "balances",
+                          "lots", "arrears", "licences",
                           "licence_periods", "services", "fulfilled_orders", "ledger"}
         pk = await conn.fetchval(
             """SELECT string_agg(a.attname, ',' ORDER BY k.n) FROM pg_index i
@@ -30,6 +32,12 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                WHERE i.indrelid = 'entitlement.arrears'::regclass AND i.indisprimary""")
         assert pk == "org_id,usage_id"  # a usage id is unique per org (SPEC 7.3)
+        # the ledger keeps one index besides its key, and data as written (issue 13)
+        assert await conn.fetchval("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                                   "WHERE attrelid = 'entitlement.ledger'::regclass AND attname = 'data'") == "json"
+        assert {r["indexname"] for r in await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'entitlement' AND tablename = 'ledger'")} == {
+            "ledger_pkey", "ledger_by_org"}
     finally:
         await conn.close()
 
@@ -55,7 +63,8 @@ async def test_uses_claimed_before_per_org_keys_stay_claimed_after_the_upgrade(d
         assert await inbox.claim(conn, "usage", ["u-1", "u-2", "org-a:u-9", "u-3"]) == {
             "u-1", "u-2", "org-a:u-9", "u-3"}
 
-        assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == ["service/003_inbox_usage_keys_per_org.sql"]
+        assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == [
+            "service/003_inbox_usage_keys_per_org.sql", "service/004_ledger_lighter.sql"]
         await conn.execute("SET search_path TO entitlement")
 
         assert await inbox.claim(conn, "usage", ["org-a:u-1", "org-a:u-2", "org-b:org-a:u-9"]) == set()

@@ -74,7 +74,7 @@ async def test_a_usage_postgresql_refuses_is_isolated_unprocessable_and_the_othe
         await rt.close_database()
 
 
-async def test_a_deduction_the_ledger_cannot_store_goes_to_the_dead_letter_topic_alone(database, clock):
+async def test_a_deduction_postgresql_cannot_store_goes_to_the_dead_letter_topic_alone(database, clock):
     rt = await runtime("entitlement", ENTITLEMENT_MIGRATIONS, database, clock)
     try:
         feed = Feed(rt, subscriptions(rt)[0])

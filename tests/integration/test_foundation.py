@@ -144,7 +144,8 @@ async def test_migrations_from_empty_give_the_schema_and_rerun_is_noop(fresh_db)
     try:
         first = await migrate.migrate(conn, "foundation", MIGRATIONS)
         assert first == ["shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql",
-                         "shared/003_outbox_resolutions.sql", "service/001_effects.sql"]
+                         "shared/003_outbox_resolutions.sql",
+                         "shared/004_outbox_pending.sql", "service/001_effects.sql"]
         assert await migrate.migrate(conn, "foundation", MIGRATIONS) == []
         tables = {
             r["table_name"]
@@ -152,7 +153,7 @@ async def test_migrations_from_empty_give_the_schema_and_rerun_is_noop(fresh_db)
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'foundation'"
             )
         }
-        assert tables == {"schema_migrations", "outbox", "outbox_resolutions", "inbox", "effects"}
+        assert tables == {"schema_migrations", "outbox", "outbox_resolutions", "outbox_pending", "inbox", "effects"}
     finally:
         await conn.close()
 

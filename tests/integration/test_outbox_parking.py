@@ -61,10 +61,8 @@ async def test_rows_the_broker_refuses_are_parked_and_the_rows_behind_them_publi
         async with TopicReader(settings.kafka_bootstrap, topics.NOTIFICATIONS) as reader:
             async with rt.pool.acquire() as conn, conn.transaction():
                 await outbox.add(conn, [first])
-                await conn.execute("INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)",
-                                   "big", topic_of(first.type), org_id, too_big)
-                await conn.execute("INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)",
-                                   "refused", small, org_id, b"x" * 5000)
+                await outbox.add_rows(conn, [("big", topic_of(first.type), org_id, too_big),
+                                             ("refused", small, org_id, b"x" * 5000)])
                 await outbox.add(conn, [last])
             rt.relay = outbox.Relay(rt.settings.database_url, rt.schema, rt.publisher)
             rt.relay.start()
