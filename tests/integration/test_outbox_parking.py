@@ -152,9 +152,8 @@ async def test_an_admin_republishes_a_parked_row_once_its_cause_is_fixed_and_onl
         events = [rt.event(org_id, ExpiryUpcomingData(org_id=org_id, kind="lot", ref_id=f"lot-{i}" + "x" * 3000,
                                                       expires_at=rt.clock.now(), days_before=7)) for i in (1, 2)]
         async with rt.pool.acquire() as conn, conn.transaction():
-            for ev in events:  # on the small topic: over its 2,000-byte limit
-                await conn.execute("INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)",
-                                   ev.id, small, org_id, encode(ev))
+            # on the small topic: over its 2,000-byte limit
+            await outbox.add_rows(conn, [(ev.id, small, org_id, encode(ev)) for ev in events])
         rt.relay = outbox.Relay(rt.settings.database_url, rt.schema, rt.publisher)
         rt.relay.start()
         await wait_until(lambda: rt.pool.fetchval("SELECT count(*) = 2 FROM outbox WHERE parked_at IS NOT NULL"))
@@ -220,9 +219,7 @@ async def test_aimis_outbox_lists_republishes_and_discards_parked_rows(settings,
     rt = _runtime(settings, fresh_db)
     async with serve_in_process(rt.http_app(title="foundation")) as url:  # its lifespan starts and stops rt
         async with rt.pool.acquire() as conn, conn.transaction():
-            for i in (1, 2):
-                await conn.execute("INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4)",
-                                   f"ev-{i}", small, org_id, b"x" * 5000)
+            await outbox.add_rows(conn, [(f"ev-{i}", small, org_id, b"x" * 5000) for i in (1, 2)])
         await wait_until(lambda: rt.pool.fetchval("SELECT count(*) = 2 FROM outbox WHERE parked_at IS NOT NULL"))
         first, second = [r["seq"] for r in await rt.pool.fetch("SELECT seq FROM outbox ORDER BY seq")]
         monkeypatch.setenv("AIMIS_EXPIRY_URL", url)  # the CLI speaks to this runtime as "expiry"
