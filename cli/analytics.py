@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,41 @@ def row_of_event(ev: dict[str, Any]) -> dict[str, Any]:
     data = ev.get("data") or {}
     return row(event_id=ev["id"], type=ev["type"], time=ev["time"], org_id=ev.get("subject"),
                resource=data.get("resource"), data=data)
+
+
+_UNWRITABLE = (pa.ArrowException, UnicodeEncodeError, OverflowError, TypeError, ValueError, AttributeError,
+               KeyError, RecursionError)
+
+
+def rows_of_records(records: Sequence[tuple[str, bytes | None]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of records of aimis.ledger.v1, given as (position, value); and the positions of those
+    that are no ledger entry a table can hold (not JSON, not an event, a string that is no UTF-8
+    text such as a lone surrogate, a number beyond 64 bits). Whatever a producer wrote to the
+    topic, landing goes on: such records are reported, never fatal."""
+    rows: list[dict[str, Any]] = []
+    positions: list[str] = []
+    skipped: list[str] = []
+    for position, value in records:
+        try:
+            ev = json.loads(value or b"")
+            rows.append(row_of_event(ev))
+            positions.append(position)
+        except _UNWRITABLE:
+            skipped.append(position)
+    try:
+        pa.Table.from_pylist(rows, schema=SCHEMA)  # the usual case: every row fits, checked at once
+        return rows, skipped
+    except _UNWRITABLE:
+        pass
+    good = []
+    for r, position in zip(rows, positions, strict=True):
+        try:
+            pa.Table.from_pylist([r], schema=SCHEMA)
+            good.append(r)
+        except _UNWRITABLE:
+            skipped.append(position)
+    order = {position: i for i, (position, _) in enumerate(records)}
+    return good, sorted(skipped, key=order.__getitem__)  # in the records' order
 
 
 def write(rows: Iterable[dict[str, Any]], path: Path, fmt: str) -> int:

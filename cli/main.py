@@ -368,13 +368,11 @@ def ledger_land(
                 if not follow and all([await c.position(tp) >= end[tp] for tp in tps]):
                     return landed
                 batch = await c.getmany(timeout_ms=1000, max_records=10_000)
-                rows = []
+                rows, skipped = analytics.rows_of_records(
+                    [(f"{tp.partition}:{rec.offset}", rec.value) for tp, recs in batch.items() for rec in recs])
+                for position in skipped:
+                    err.print(f"skipped an unreadable record at {position}")
                 for tp, recs in batch.items():
-                    for rec in recs:
-                        try:
-                            rows.append(analytics.row_of_event(json.loads(rec.value)))
-                        except (ValueError, KeyError, TypeError):
-                            err.print(f"skipped an unreadable record at {tp.partition}:{rec.offset}")
                     done[str(tp.partition)] = recs[-1].offset + 1
                 if rows:
                     name = f"ledger-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.parquet"

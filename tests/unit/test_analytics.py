@@ -69,3 +69,43 @@ def test_a_bad_time_window_is_refused_before_any_request(tmp_path: Path):
     r = CliRunner().invoke(app, ["ledger", "export", "--org", "o", "--from", "yesterday", "-o", str(tmp_path / "x")],
                            env={"AIMIS_ENTITLEMENT_URL": "http://127.0.0.1:9"})
     assert r.exit_code == 2 and "yesterday" in r.output and not (tmp_path / "x").exists()
+
+
+def _spoilt(**changes: object) -> bytes:
+    ev = json.loads(json.dumps(DEDUCTED))
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        target = ev
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return json.dumps(ev).encode()
+
+
+HOSTILE_LEDGER_RECORDS = {
+    "not JSON": b"\xff\xfe not json",
+    "empty value": None,
+    "a JSON list": b"[1, 2]",
+    "no id": json.dumps({k: v for k, v in DEDUCTED.items() if k != "id"}).encode(),
+    "data is a list": _spoilt(data=[1]),
+    "lone surrogate in the id": _spoilt(id="\ud800h-1"),  # json.dumps escapes it; json.loads gives it back
+    "lone surrogate in the data": _spoilt(data__usage_id="u-\udfff"),
+    "quantity beyond 64 bits": _spoilt(data__quantity=2**70),
+    "quantity as text": _spoilt(data__quantity="many"),
+    "time not a time": _spoilt(time="yesterday"),
+    "org id a number": _spoilt(subject=7),
+    "deep nesting": b'{"id": "x", "type": "t", "time": "2026-01-01T00:00:00Z", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+}
+
+
+def test_landing_skips_every_record_no_table_can_hold_and_keeps_the_rest(tmp_path: Path):
+    """The ledger topic may hold anything a producer with access wrote: each such record is reported
+    by its position and the good ones around it are landed (found when the hostile suite's ledger
+    records reached `aimis ledger land` in the same test session)."""
+    good = json.dumps(DEDUCTED).encode()
+    records = [("0:0", good)] + [(f"0:{i + 1}", v) for i, v in enumerate(HOSTILE_LEDGER_RECORDS.values())]
+    records.append((f"0:{len(records)}", good))
+    rows, skipped = analytics.rows_of_records(records)
+    assert skipped == [p for p, _ in records[1:-1]], dict(zip(HOSTILE_LEDGER_RECORDS, skipped, strict=False))
+    assert len(rows) == 2 and analytics.write(rows, tmp_path / "l.parquet", "parquet") == 2
+    assert pq.read_table(tmp_path / "l.parquet").column("usage_id").to_pylist() == ["u-8812", "u-8812"]
