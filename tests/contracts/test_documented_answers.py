@@ -3,7 +3,7 @@ project's error shape (issue 15): no FastAPI default `422 HTTPValidationError` (
 are 400 VALIDATION_ERROR), and for each operation of each service and each error status it
 documents, a request that gets exactly that status, with `{"error": {"code", "message"}}` whose
 code answers with that status. The services run in process on a real database (Kafka never
-started); the statuses the guard answers for every request (500 for an unexpected error, 503 for
+started; a contract test of the documents, in the integration stage: it walks every operation); the statuses the guard answers for every request (500 for an unexpected error, 503 for
 an unreachable dependency) are provoked at the ASGI boundary, where any request can fail so."""
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from shared import auth
 from shared.clock import FixedClock
 from shared.config import Settings
 from tests.component.conftest import NOW, Database
+
+pytestmark = pytest.mark.integration
 
 SECRET = "documented-answers-secret-0123456789"
 WEBHOOK_SECRET = "webhook-secret-for-the-probe"
