@@ -5,6 +5,7 @@ discards a parked row (with a reason) once its cause is fixed."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
@@ -171,7 +172,7 @@ async def resolve_parked(request: Request) -> Response:
     c = operator_ctx(request)
     form = await c.form()
     service, seq, action, reason = (form.get(k, "").strip() for k in ("service", "seq", "action", "reason"))
-    if service not in SERVICES or not seq.isdigit() or len(seq) > 18 or action not in PARKED_ACTIONS:
+    if service not in SERVICES or not re.fullmatch(r"[0-9]{1,18}", seq) or action not in PARKED_ACTIONS:
         return await _page(c, 400, result=("parked", False, c.t("ops.fill_all")))
     if not reason:
         return await _page(c, 400, result=("parked", False, c.t("ops.parked_reason_needed")))

@@ -559,7 +559,7 @@ async def test_an_admin_republishes_or_discards_a_parked_row_with_a_reason(conso
         sent = [c for c in fake.calls if c.url.path == f"/v1/admin/outbox/parked/7/{action}"]
         assert sent and sent[-1].url.port == 8002 and json.loads(sent[-1].content) == {"reason": "topic limit raised"}
 
-    for bad in ({"reason": ""}, {"service": "billing"}, {"seq": "7; DROP"}, {"seq": "-1"}, {"action": "delete"}):
+    for bad in ({"reason": ""}, {"service": "billing"}, {"seq": "7; DROP"}, {"seq": "-1"}, {"seq": "\u0661"}, {"action": "delete"}):
         r = await console.post("/ops/parked", data={**form, "action": "republish", **bad})
         assert r.status_code == 400 and 'data-result="parked"' in r.text, bad
     r = await console.post("/ops/parked", data={**form, "action": "republish", "csrf": "forged"})
