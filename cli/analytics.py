@@ -83,24 +83,22 @@ _UNWRITABLE = (pa.ArrowException, UnicodeEncodeError, OverflowError, TypeError, 
                KeyError, RecursionError)
 
 
-def rows_of_records(records: Sequence[tuple[str, bytes | None]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of records of aimis.ledger.v1, given as (position, value); and the positions of those
-    that are no ledger entry a table can hold (not JSON, not an event, a string that is no UTF-8
-    text such as a lone surrogate, a number beyond 64 bits). Whatever a producer wrote to the
-    topic, landing goes on: such records are reported, never fatal."""
+def table_of_records(records: Sequence[tuple[str, bytes | None]]) -> tuple[pa.Table, list[str]]:
+    """The ledger rows of records of aimis.ledger.v1, given as (position, value), as a table; and
+    the positions of the records that are no ledger entry a table can hold (not JSON, not an event,
+    a string that is no UTF-8 text such as a lone surrogate, a number beyond 64 bits). Whatever a
+    producer wrote to the topic, landing goes on: such records are reported, never fatal."""
     rows: list[dict[str, Any]] = []
     positions: list[str] = []
     skipped: list[str] = []
     for position, value in records:
         try:
-            ev = json.loads(value or b"")
-            rows.append(row_of_event(ev))
+            rows.append(row_of_event(json.loads(value or b"")))
             positions.append(position)
         except _UNWRITABLE:
             skipped.append(position)
     try:
-        pa.Table.from_pylist(rows, schema=SCHEMA)  # the usual case: every row fits, checked at once
-        return rows, skipped
+        return pa.Table.from_pylist(rows, schema=SCHEMA), skipped  # the usual case: every row fits at once
     except _UNWRITABLE:
         pass
     good = []
@@ -111,7 +109,7 @@ def rows_of_records(records: Sequence[tuple[str, bytes | None]]) -> tuple[list[d
         except _UNWRITABLE:
             skipped.append(position)
     order = {position: i for i, (position, _) in enumerate(records)}
-    return good, sorted(skipped, key=order.__getitem__)  # in the records' order
+    return pa.Table.from_pylist(good, schema=SCHEMA), sorted(skipped, key=order.__getitem__)
 
 
 def write(rows: Iterable[dict[str, Any]], path: Path, fmt: str) -> int:
@@ -119,7 +117,7 @@ def write(rows: Iterable[dict[str, Any]], path: Path, fmt: str) -> int:
     rows = list(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
+        write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
     elif fmt == "csv":
         with path.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -129,3 +127,10 @@ def write(rows: Iterable[dict[str, Any]], path: Path, fmt: str) -> int:
     else:
         raise ValueError(f"unknown format {fmt!r}: parquet or csv")
     return len(rows)
+
+
+def write_table(table: pa.Table, path: Path) -> int:
+    """Write a table of ledger rows as Parquet; return how many rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return int(table.num_rows)

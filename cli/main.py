@@ -368,15 +368,15 @@ def ledger_land(
                 if not follow and all([await c.position(tp) >= end[tp] for tp in tps]):
                     return landed
                 batch = await c.getmany(timeout_ms=1000, max_records=10_000)
-                rows, skipped = analytics.rows_of_records(
+                table, skipped = analytics.table_of_records(
                     [(f"{tp.partition}:{rec.offset}", rec.value) for tp, recs in batch.items() for rec in recs])
                 for position in skipped:
                     err.print(f"skipped an unreadable record at {position}")
                 for tp, recs in batch.items():
                     done[str(tp.partition)] = recs[-1].offset + 1
-                if rows:
+                if table.num_rows:
                     name = f"ledger-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.parquet"
-                    landed += analytics.write(rows, out_dir_p / name, "parquet")
+                    landed += analytics.write_table(table, out_dir_p / name)
                 if batch:  # after the file: a crash in between lands the batch again (dedupe on event_id)
                     offsets_file.write_text(json.dumps(done, sort_keys=True))
         finally:

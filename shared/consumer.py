@@ -282,6 +282,9 @@ def binary_event(headers: Headers, value: bytes | None) -> bytes:
     return json.dumps(from_binary(attributes, content_type, value)).encode()
 
 
+MAX_KEPT_HEADERS, MAX_KEPT_HEADER = 64, 4096
+
+
 def kept_headers(record: ConsumerRecord) -> list[RecordHeader] | None:
     """The record's headers for its rejection (None when it had none): text when UTF-8, else base64."""
     if not record.headers:
@@ -295,8 +298,6 @@ def kept_headers(record: ConsumerRecord) -> list[RecordHeader] | None:
             out.append(RecordHeader(key=name, value=text[:MAX_KEPT_HEADER], base64=True))
     return out
 
-
-MAX_KEPT_HEADERS, MAX_KEPT_HEADER = 64, 4096
 
 
 class Consumer:

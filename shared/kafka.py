@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -246,12 +245,3 @@ async def publish_events(broker: KafkaBroker, events: Sequence[CloudEvent[Any]])
         for e in events
     ]
     await asyncio.gather(*futures)
-
-
-def record_text(record: ConsumerRecord) -> Any:
-    """The record's value for a rejection/dead-letter record: its JSON, else its raw text."""
-    value = record.value or b""
-    try:
-        return json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        return value.decode("utf-8", errors="replace")

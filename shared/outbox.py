@@ -266,7 +266,6 @@ async def resolve(conn: asyncpg.Connection, seq: int, action: Resolution, actor:
     return dict(done)
 
 
-
 async def oldest_unsent_s(conn: asyncpg.Connection) -> float:
     """Age in seconds of the oldest row neither sent nor parked (0 when there is none)."""
     age = await conn.fetchval(

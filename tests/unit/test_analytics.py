@@ -105,7 +105,7 @@ def test_landing_skips_every_record_no_table_can_hold_and_keeps_the_rest(tmp_pat
     good = json.dumps(DEDUCTED).encode()
     records = [("0:0", good)] + [(f"0:{i + 1}", v) for i, v in enumerate(HOSTILE_LEDGER_RECORDS.values())]
     records.append((f"0:{len(records)}", good))
-    rows, skipped = analytics.rows_of_records(records)
+    table, skipped = analytics.table_of_records(records)
     assert skipped == [p for p, _ in records[1:-1]], dict(zip(HOSTILE_LEDGER_RECORDS, skipped, strict=False))
-    assert len(rows) == 2 and analytics.write(rows, tmp_path / "l.parquet", "parquet") == 2
+    assert analytics.write_table(table, tmp_path / "l.parquet") == 2
     assert pq.read_table(tmp_path / "l.parquet").column("usage_id").to_pylist() == ["u-8812", "u-8812"]
