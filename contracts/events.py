@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
+from urllib.parse import unquote
 
 from pydantic import (
     BaseModel,
@@ -615,6 +617,35 @@ _NOT_ATTRIBUTES = frozenset({"data", "data_base64", "datacontenttype"})  # never
 def is_json_media_type(content_type: str) -> bool:
     """`application/json`, `text/json`, or any `+json` type; parameters (`; charset=utf-8`) aside."""
     return bool(_JSON_MEDIA_TYPE.match(content_type.split(";", 1)[0].strip().lower()))
+
+
+def binary_attributes(headers: Iterable[tuple[str, bytes | None]], prefix: str, *,
+                      percent_encoded: bool = False) -> tuple[dict[str, str], str | None]:
+    """The CloudEvents attributes of a binary-mode message's headers (lower-case names): each
+    `<prefix><name>` header is the attribute <name> as UTF-8 text (percent-decoded over HTTP), and
+    `content-type` the data's content type; other headers (tracing, ...) are not attributes. The
+    one reading of both bindings (prefix `ce_` on Kafka, `ce-` over HTTP). Raises EventError
+    (MALFORMED) for a header that is not UTF-8 or comes twice."""
+    attributes: dict[str, str] = {}
+    content_type: str | None = None
+    for name, raw in headers:
+        if name != "content-type" and not name.startswith(prefix):
+            continue
+        try:
+            text = (raw or b"").decode("utf-8")
+            if percent_encoded:
+                text = unquote(text, errors="strict")
+        except UnicodeDecodeError:
+            raise EventError("MALFORMED", f"binary mode: header {name!r} is not UTF-8") from None
+        if name == "content-type":
+            if content_type is not None:
+                raise EventError("MALFORMED", f"binary mode: header {name!r} appears twice")
+            content_type = text
+        elif (attribute := name[len(prefix):]) in attributes:
+            raise EventError("MALFORMED", f"binary mode: header {name!r} appears twice")
+        else:
+            attributes[attribute] = text
+    return attributes, content_type
 
 
 def from_binary(attributes: dict[str, str], content_type: str | None, data: bytes | None) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from contracts.events import (
     EventData,
     EventError,
     RecordHeader,
+    binary_attributes,
     dead_letter_type,
     from_binary,
     parse_event,
@@ -263,22 +264,7 @@ def binary_event(headers: Headers, value: bytes | None) -> bytes:
     if size > MAX_USAGE_RECORD_BYTES:
         raise EventError("MALFORMED",
                          f"binary mode: headers and value are {size} bytes; at most {MAX_USAGE_RECORD_BYTES}")
-    attributes: dict[str, str] = {}
-    content_type: str | None = None
-    for name, raw in headers:
-        if name != "content-type" and not name.startswith(CE_HEADER):
-            continue  # not a CloudEvents header (tracing, ...)
-        try:
-            text = (raw or b"").decode("utf-8")
-        except UnicodeDecodeError:
-            raise EventError("MALFORMED", f"binary mode: header {name!r} is not UTF-8") from None
-        attribute = "datacontenttype" if name == "content-type" else name[len(CE_HEADER):]
-        if attribute in attributes or (name == "content-type" and content_type is not None):
-            raise EventError("MALFORMED", f"binary mode: header {name!r} appears twice")
-        if name == "content-type":
-            content_type = text
-        else:
-            attributes[attribute] = text
+    attributes, content_type = binary_attributes(headers, CE_HEADER)
     return json.dumps(from_binary(attributes, content_type, value)).encode()
 
 

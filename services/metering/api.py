@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote
 
 from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime
 
-from contracts.events import EventError, Resource, from_binary
+from contracts.events import EventError, Resource, binary_attributes, from_binary
 from contracts.http import ErrorCode, IngestResponse, UsageBucket, UsageReport
 from services.metering import domain, store
 from services.metering.domain import Rejection, Usage
@@ -102,7 +101,7 @@ async def _events(request: Request) -> list[Any]:
     media_type = _media_type(request)
     if media_type not in (STRUCTURED, BATCH) and "ce-specversion" in request.headers:
         try:
-            return [from_binary(_ce_attributes(request), request.headers.get("content-type"), body)]
+            return [from_binary(*_ce_attributes(request), body)]
         except EventError as e:
             raise ApiError(ErrorCode.VALIDATION_ERROR, "the event is invalid; none was accepted", items=[
                 {"index": 0, "id": request.headers.get("ce-id"), "code": e.reason, "message": e.detail}]) from None
@@ -121,21 +120,14 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def _ce_attributes(request: Request) -> dict[str, str]:
-    """Binary mode: each `ce-<name>` header is the attribute <name>, percent-decoded (UTF-8)."""
-    out: dict[str, str] = {}
-    for raw_name, raw_value in request.headers.raw:
-        name = raw_name.decode("latin-1").lower()
-        if not name.startswith("ce-"):
-            continue
-        attribute = name[3:]
-        if attribute in out:
-            raise ApiError(ErrorCode.VALIDATION_ERROR, f"binary mode: header {name!r} appears twice")
-        try:
-            out[attribute] = unquote(raw_value.decode("utf-8"), errors="strict")
-        except UnicodeDecodeError:
-            raise ApiError(ErrorCode.VALIDATION_ERROR, f"binary mode: header {name!r} is not UTF-8") from None
-    return out
+def _ce_attributes(request: Request) -> tuple[dict[str, str], str | None]:
+    """Binary mode: each `ce-<name>` header is the attribute <name>, percent-decoded (UTF-8); a
+    header that cannot be read is refused before any event is (400 without items)."""
+    try:
+        return binary_attributes(((n.decode("latin-1").lower(), v) for n, v in request.headers.raw), "ce-",
+                                 percent_encoded=True)
+    except EventError as e:
+        raise ApiError(ErrorCode.VALIDATION_ERROR, e.detail) from None
 
 
 @router.get(
