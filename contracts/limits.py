@@ -44,13 +44,9 @@ EventTime = Annotated[AwareDatetime, AfterValidator(_not_before_2000)]
 MAX_TIME = datetime(3000, 1, 1, tzinfo=timezone.utc)
 
 
-def _in_range(t: datetime) -> datetime:
-    _not_before_2000(t)
-    if t >= MAX_TIME:
-        raise ValueError(f"time {t.isoformat()} is not before {MAX_TIME.date().isoformat()}")
-    return t
-
-
 # A time inside an event's data (paid_at, occurred_at, expires_at...): from 2000 and before 3000, so
-# every sum a consumer makes with it (a grace period, a licence term) stays a valid datetime.
-DataTime = Annotated[AwareDatetime, AfterValidator(_in_range)]
+# every sum a consumer makes with it (a grace period, a licence term) stays a valid datetime. Checked
+# by pydantic's own constraints (compared as instants, so an offset cannot carry a time across a
+# bound): every deduction request and ledger entry has such times, and a Python validator per field
+# cost three times the parse (issue 13).
+DataTime = Annotated[AwareDatetime, Field(ge=MIN_TIME, lt=MAX_TIME)]

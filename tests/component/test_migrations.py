@@ -18,7 +18,7 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
     try:
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == [
             "shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql", "shared/003_outbox_resolutions.sql",
-            "shared/004_outbox_pending.sql", "service/001_init.sql", "service/002_arrears_per_org.sql",
+            "shared/004_outbox_pending.sql", "shared/005_inbox_bytewise_keys.sql", "service/001_init.sql", "service/002_arrears_per_org.sql",
             "service/003_inbox_usage_keys_per_org.sql", "service/004_ledger_lighter.sql"]
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == []
         tables = {r["table_name"] for r in await conn.fetch(
@@ -26,6 +26,11 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
         assert tables == {"schema_migrations", "outbox", "outbox_resolutions", "outbox_pending", "inbox", "balances",
                           "lots", "arrears", "licences",
                           "licence_periods", "services", "fulfilled_orders", "ledger"}
+        # the inbox keys compare byte by byte (issue 13), whatever the database's collation
+        assert {r["attname"]: r["collname"] for r in await conn.fetch(
+            """SELECT a.attname, c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+               WHERE a.attrelid = 'entitlement.inbox'::regclass AND a.attname IN ('stream', 'message_id')""")} == {
+            "stream": "C", "message_id": "C"}
         pk = await conn.fetchval(
             """SELECT string_agg(a.attname, ',' ORDER BY k.n) FROM pg_index i
                CROSS JOIN unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
