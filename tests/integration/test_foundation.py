@@ -145,7 +145,7 @@ async def test_migrations_from_empty_give_the_schema_and_rerun_is_noop(fresh_db)
         first = await migrate.migrate(conn, "foundation", MIGRATIONS)
         assert first == ["shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql",
                          "shared/003_outbox_resolutions.sql",
-                         "shared/004_outbox_pending.sql", "service/001_effects.sql"]
+                         "shared/004_outbox_pending.sql", "shared/005_inbox_bytewise_keys.sql", "service/001_effects.sql"]
         assert await migrate.migrate(conn, "foundation", MIGRATIONS) == []
         tables = {
             r["table_name"]
