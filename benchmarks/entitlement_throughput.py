@@ -58,7 +58,7 @@ async def run(bootstrap: str, base_dsn: str, n_uses: int, n_orgs: int, max_recor
                              600, interval=0.05)
             span = await conn.fetchval(
                 "SELECT extract(epoch FROM clock_timestamp() - min(processed_at)) FROM inbox WHERE stream = 'usage'")
-            await wait_until(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox WHERE sent_at IS NULL"), 300)
+            await wait_until(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox_state WHERE state = 'unsent'"), 300)
             drained = await conn.fetchval(
                 "SELECT extract(epoch FROM clock_timestamp() - min(processed_at)) FROM inbox WHERE stream = 'usage'")
             labels = {"service": "entitlement", "topic": topics.DEDUCTIONS}

@@ -1,10 +1,13 @@
 """Transactional outbox.
 
-`add(conn, events)` writes rows inside the caller's transaction (with a NOTIFY delivered at
-commit). `Relay` publishes committed rows to Kafka in `seq` order, keyed by the event subject
-(org_id), then marks them sent. One relay per schema is active at a time (a session advisory
-lock), so order is kept across instances; a crash between publish and mark publishes again,
-and consumers' inboxes make the repeat a no-op.
+`add(conn, events)` appends rows inside the caller's transaction (with a NOTIFY delivered at
+commit). The outbox is a log in commit order: the writer holds a transaction lock of the schema's
+outbox from the moment its rows get their `seq` until it commits, so a committed row never appears
+below a `seq` the relay has already read. `Relay` publishes the rows in `seq` order, keyed by the
+event subject (org_id), and then moves `outbox_cursor.sent_upto` past them: one row changed per
+published batch (shared/sql/006_outbox_cursor.sql). One relay per schema is active at a time (a
+session advisory lock), so order is kept across instances; a crash between publish and the
+cursor's move publishes again, and consumers' inboxes make the repeat a no-op.
 """
 
 from __future__ import annotations
@@ -37,20 +40,27 @@ Row = tuple[str, str, str, bytes]  # (event id, topic, key, payload): an event a
 
 
 async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row]) -> None:
-    """`add` for events the caller encoded itself (entitlement keeps the same bytes in its ledger)."""
+    """`add` for events the caller encoded itself (entitlement keeps the same bytes in its ledger).
+    Call it last in the transaction: from here to commit, the schema's other writers of the outbox
+    wait (that is what keeps the log in commit order)."""
     if not rows:
         return
-    # One round trip: the rows, their keys in outbox_pending, and a NOTIFY (delivered at commit) on
-    # the schema's channel.
+    await conn.execute(_APPEND_LOCK)
+    # One round trip: the rows and a NOTIFY (delivered at commit) on the schema's channel.
     await conn.execute(
         """WITH ins AS (
                INSERT INTO outbox (event_id, topic, key, payload)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) RETURNING seq),
-           pending AS (INSERT INTO outbox_pending SELECT seq FROM ins)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]))
            SELECT pg_notify('outbox_' || current_schema(), '')""",
         *map(list, zip(*rows, strict=True)),
     )
 
+
+# Held from the rows' seq to commit (a transaction lock), per schema: appends happen in commit order.
+_APPEND_LOCK = "SELECT pg_advisory_xact_lock(hashtext('outbox-append:' || current_schema()))"
+
+
+REPUBLISHED = "republish"  # the NOTIFY payload of a re-published row: the relay reads those first
 
 PARKED = Counter(
     "aimis_outbox_parked", "Outbox rows parked: refused by the broker for good (SPEC 7.2)", ["service"]
@@ -64,15 +74,15 @@ _UNPUBLISHABLE = (
     kafka_errors.CorruptRecordException, kafka_errors.InvalidTimestampError, kafka_errors.InvalidTopicError,
 )
 
-# The rows neither sent nor parked are the keys in outbox_pending (shared/sql/004_outbox_pending.sql).
-# The first keys, then each row by its key: LATERAL with OFFSET 0 keeps the planner from turning it
-# into a join over the whole table.
-_UNSENT = ("SELECT o.seq, o.topic, o.key, o.payload FROM (SELECT seq FROM outbox_pending ORDER BY seq LIMIT $1) p"
-           " CROSS JOIN LATERAL (SELECT * FROM outbox WHERE seq = p.seq AND parked_at IS NULL OFFSET 0) o"
-           " ORDER BY p.seq")
-# Sent: out of outbox_pending, and `sent_at` set (a HOT update: no index covers sent_at).
-_MARK_SENT = """WITH sent AS (DELETE FROM outbox_pending WHERE seq = ANY($1::bigint[]))
-                UPDATE outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])"""
+# The rows to send: after the cursor, in seq order; rows sent out of that order (sent_at) and parked
+# rows are skipped. Re-published parked rows (below the cursor) are read first, on their own.
+_UNSENT = ("SELECT seq, topic, key, payload FROM outbox WHERE seq > $1 AND sent_at IS NULL AND parked_at IS NULL"
+           " ORDER BY seq LIMIT $2")  # $1: the cursor, which the leading relay alone moves and so holds
+_MARK_SENT = "UPDATE outbox_cursor SET sent_upto = $1 WHERE sent_upto < $1"
+_REPUBLISHED = ("SELECT o.seq, o.topic, o.key, o.payload FROM outbox_republish r"
+                " CROSS JOIN LATERAL (SELECT * FROM outbox WHERE seq = r.seq OFFSET 0) o ORDER BY r.seq LIMIT $1")
+_MARK_REPUBLISHED = """WITH done AS (DELETE FROM outbox_republish WHERE seq = ANY($1::bigint[]))
+                       UPDATE outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])"""
 
 
 # The relay's statements all find rows by key, and the right plan for each is a loop of key lookups.
@@ -80,7 +90,12 @@ _MARK_SENT = """WITH sent AS (DELETE FROM outbox_pending WHERE seq = ANY($1::big
 # analyses it), they were sequential scans and hash or merge joins over the whole outbox, 40-90 ms a
 # relay read at 1,000 events/s, 180 ms a mark of 1,000 rows (issue 13); so the relay's own
 # connection plans without them.
-_BY_KEY = {"enable_seqscan": "off", "enable_hashjoin": "off", "enable_mergejoin": "off"}
+# Without sequential scans, a statement on the one-row cursor table costs "disabled" and crossed the
+# JIT threshold: 200 ms of compilation a statement. Nothing the relay runs gains from JIT, and a
+# bitmap scan of the log sorted every unsent row to return the first batch: an index scan in seq
+# order stops after the batch.
+_BY_KEY = {"enable_seqscan": "off", "enable_hashjoin": "off", "enable_mergejoin": "off",
+           "enable_bitmapscan": "off", "jit": "off"}
 
 
 def _lock_key(schema: str) -> int:
@@ -104,6 +119,8 @@ class Relay:
         self.batch_size, self.poll_s = batch_size, poll_s
         self.after_publish = after_publish
         self._wake = asyncio.Event()
+        self._republished = True  # whether re-published parked rows may be waiting (read first)
+        self._cursor = 0  # outbox_cursor.sent_upto, read when this relay takes the lead
         self._task: asyncio.Task[None] | None = None
         self.is_leader = False
 
@@ -137,53 +154,69 @@ class Relay:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _lock_key(self.schema)):
                 await asyncio.sleep(self.poll_s * 2)
             self.is_leader = True
-            await conn.add_listener(f"outbox_{self.schema}", lambda *_: self._wake.set())
+            self._republished = True  # rows may have been re-published while no relay led
+            self._cursor = int(await conn.fetchval("SELECT sent_upto FROM outbox_cursor"))
+            await conn.add_listener(f"outbox_{self.schema}", self._notified)
             while True:
-                sent = await self._drain_parking(conn)
+                sent = await self._drain(conn)
                 if sent == 0:
                     self._wake.clear()
                     try:
                         await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
                     except TimeoutError:
-                        pass
+                        self._republished = True  # a missed notification costs one poll at most
         finally:
             self.is_leader = False
             await conn.close()
 
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload == REPUBLISHED:
+            self._republished = True
+        self._wake.set()
+
     async def _drain(self, conn: asyncpg.Connection) -> int:
-        rows = await conn.fetch(
-            _UNSENT,
-            self.batch_size,
-        )
+        """One batch: the re-published rows first (when there may be some), then the log."""
+        sent = 0
+        if self._republished:
+            rows = await conn.fetch(_REPUBLISHED, self.batch_size)
+            sent = await self._send(conn, rows, _MARK_REPUBLISHED)
+            self._republished = sent == self.batch_size  # more of them, or none left
+        return sent + await self._send(conn, await conn.fetch(_UNSENT, self._cursor, self.batch_size), _MARK_SENT)
+
+    async def _send(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], mark: str) -> int:
+        """Publish `rows`, then `mark` them sent. When the broker refuses a row for good, the batch
+        again one row at a time, parking each refused row so the rows behind it leave."""
         if not rows:
             return 0
-        await self.publish([(r["topic"], r["key"].encode(), r["payload"]) for r in rows])
-        seqs = [r["seq"] for r in rows]
-        if self.after_publish is not None:
-            await self.after_publish(seqs)
-        # `seq = ANY($1)`: key lookups on the relay's connection (_BY_KEY); with sequential scans
-        # allowed, it was planned as a scan of the whole table (sent rows stay a day).
-        await conn.execute(_MARK_SENT, seqs)
-        obs.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
-        return len(rows)
-
-    # -- SPEC 7.2: parking rows the broker refuses for good -------------------------------------
-
-    async def _drain_parking(self, conn: asyncpg.Connection) -> int:
-        """`_drain`; when the broker refused a row of the batch for good, the batch again one row
-        at a time, parking each refused row so the rows behind it leave."""
         try:
-            return await self._drain(conn)
+            await self.publish([(r["topic"], r["key"].encode(), r["payload"]) for r in rows])
         except Exception as e:
             if not unpublishable(e):
                 raise  # transient: the relay reconnects and retries
-            return await self._publish_parking(conn, await conn.fetch(_UNSENT, self.batch_size))
+            return await self._publish_parking(conn, rows, mark)
+        seqs = [r["seq"] for r in rows]
+        if self.after_publish is not None:
+            await self.after_publish(seqs)
+        await self._mark(conn, mark, seqs)
+        obs.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
+        return len(rows)
+
+    async def _mark(self, conn: asyncpg.Connection, mark: str, seqs: list[int]) -> None:
+        """Rows of the log: the cursor moves to the last (they were read in seq order); re-published
+        rows: each marked by its seq."""
+        if mark is _MARK_SENT:
+            await conn.execute(mark, seqs[-1])
+            self._cursor = max(self._cursor, seqs[-1])
+        else:
+            await conn.execute(mark, seqs)
+
+    # -- SPEC 7.2: parking rows the broker refuses for good -------------------------------------
 
     async def _publish_one(self, r: asyncpg.Record) -> None:
         """One row, returning once Kafka acknowledged it."""
         await self.publish([(r["topic"], r["key"].encode(), r["payload"])])
 
-    async def _publish_parking(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> int:
+    async def _publish_parking(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], mark: str) -> int:
         """Publish `rows` one at a time, in order, parking each the broker refuses for good
         (SPEC 7.2). Rows published before the refusal go again; consumers' inboxes make that a no-op."""
         for r in rows:
@@ -193,11 +226,12 @@ class Relay:
                 if not unpublishable(e):
                     raise
                 await park(conn, r["seq"], f"{type(e).__name__}: {e}"[:1000])
+                self._cursor = max(self._cursor, r["seq"]) if mark is _MARK_SENT else self._cursor
                 PARKED.labels(self.schema).inc()
                 log.error("outbox row %s (%s, %d bytes) refused by the broker for good: %r; parked",
                           r["seq"], r["topic"], len(r["payload"]), e, extra={"topic": r["topic"]})
                 continue
-            await conn.execute(_MARK_SENT, [r["seq"]])
+            await self._mark(conn, mark, [r["seq"]])
             obs.OUTBOX_PUBLISHED.labels(self.schema).inc()
         return len(rows)
 
@@ -208,8 +242,10 @@ def unpublishable(e: BaseException) -> bool:
 
 
 async def park(conn: asyncpg.Connection, seq: int, reason: str) -> None:
+    """Park row `seq`: the cursor passes it (a row of the log) or it leaves the re-published rows."""
     await conn.execute(
-        """WITH parked AS (DELETE FROM outbox_pending WHERE seq = $1)
+        """WITH log AS (UPDATE outbox_cursor SET sent_upto = $1 WHERE sent_upto < $1),
+                again AS (DELETE FROM outbox_republish WHERE seq = $1)
            UPDATE outbox SET parked_at = now(), park_reason = $2 WHERE seq = $1""", seq, reason)
 
 
@@ -256,9 +292,9 @@ async def resolve(conn: asyncpg.Connection, seq: int, action: Resolution, actor:
                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq, event_id, topic, action, actor, reason, at""",
             row["seq"], row["event_id"], row["topic"], action, actor, reason, row["park_reason"],
         )
-        if action == "republish":  # back among the rows the relay reads (outbox_pending), and wake it
-            await conn.execute("INSERT INTO outbox_pending VALUES ($1) ON CONFLICT DO NOTHING", row["seq"])
-            await conn.execute("SELECT pg_notify('outbox_' || current_schema(), '')")
+        if action == "republish":  # among the rows the relay sends first, and wake it
+            await conn.execute("INSERT INTO outbox_republish VALUES ($1) ON CONFLICT DO NOTHING", row["seq"])
+            await conn.execute("SELECT pg_notify('outbox_' || current_schema(), $1)", REPUBLISHED)
     RESOLVED.labels(service, action).inc()
     log.warning("outbox row %s (%s, %s) %s by %s: %s", seq, row["event_id"], row["topic"],
                 "re-published" if action == "republish" else "discarded", actor, reason,
@@ -267,18 +303,30 @@ async def resolve(conn: asyncpg.Connection, seq: int, action: Resolution, actor:
 
 
 async def oldest_unsent_s(conn: asyncpg.Connection) -> float:
-    """Age in seconds of the oldest row neither sent nor parked (0 when there is none)."""
+    """Age in seconds of the oldest row neither sent nor parked (0 when there is none): the first
+    row of the log after the cursor, or a re-published row. (A parked row is behind the cursor;
+    a row after it with `sent_at` exists only from before migration 006.) The first row by key
+    only: a filter on the row would let the planner guess it rare and sort every unsent row."""
     age = await conn.fetchval(
-        "SELECT extract(epoch FROM now() - min(o.created_at)) FROM outbox_pending p CROSS JOIN LATERAL"
-        " (SELECT created_at FROM outbox WHERE seq = p.seq AND parked_at IS NULL OFFSET 0) o"  # by key, whatever
-        # the statistics say (OFFSET 0 keeps the planner from making it a join over the whole table)
+        """SELECT extract(epoch FROM now() - min(created_at)) FROM (
+               (SELECT o.created_at FROM outbox_cursor c CROSS JOIN LATERAL
+                  (SELECT created_at FROM outbox WHERE seq > c.sent_upto ORDER BY seq LIMIT 1) o)
+               UNION ALL
+               (SELECT o.created_at FROM outbox_republish r
+                  CROSS JOIN LATERAL (SELECT created_at FROM outbox WHERE seq = r.seq OFFSET 0) o)) t"""
+        # by key, whatever the statistics say (OFFSET 0 keeps the planner from making it a join)
     )
     return max(0.0, float(age or 0.0))
 
 
 async def purge_sent(conn: asyncpg.Connection, older_than_s: int = 86_400) -> int:
-    """Delete rows sent long ago (housekeeping)."""
+    """Delete rows sent long ago (housekeeping): sent out of order before the cutoff, or in the log
+    below the cursor and written before it. Parked and discarded rows stay."""
     res = await conn.execute(
-        "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)", older_than_s
+        """DELETE FROM outbox o WHERE o.sent_at < now() - make_interval(secs => $1)
+              OR (o.sent_at IS NULL AND o.parked_at IS NULL AND o.created_at < now() - make_interval(secs => $1)
+                  AND o.seq <= (SELECT sent_upto FROM outbox_cursor)
+                  AND NOT EXISTS (SELECT 1 FROM outbox_republish r WHERE r.seq = o.seq))""",
+        older_than_s,
     )
     return int(res.split()[-1])

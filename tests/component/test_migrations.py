@@ -18,12 +18,14 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
     try:
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == [
             "shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql", "shared/003_outbox_resolutions.sql",
-            "shared/004_outbox_pending.sql", "shared/005_inbox_bytewise_keys.sql", "service/001_init.sql", "service/002_arrears_per_org.sql",
+            "shared/004_outbox_pending.sql", "shared/005_inbox_bytewise_keys.sql",
+            "shared/006_outbox_cursor.sql", "service/001_init.sql", "service/002_arrears_per_org.sql",
             "service/003_inbox_usage_keys_per_org.sql", "service/004_ledger_lighter.sql"]
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == []
         tables = {r["table_name"] for r in await conn.fetch(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'entitlement'")}
-        assert tables == {"schema_migrations", "outbox", "outbox_resolutions", "outbox_pending", "inbox", "balances",
+        assert tables == {"schema_migrations", "outbox", "outbox_resolutions", "outbox_cursor", "outbox_republish",
+                          "outbox_state", "inbox", "balances",
                           "lots", "arrears", "licences",
                           "licence_periods", "services", "fulfilled_orders", "ledger"}
         # the inbox keys compare byte by byte (issue 13), whatever the database's collation

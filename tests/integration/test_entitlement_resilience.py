@@ -213,7 +213,7 @@ async def test_kill9_mid_stream_then_restart_leaves_every_balance_and_the_ledger
                                       tmp_path).start()
         await wait_until(lambda: conn.fetchval("SELECT count(*) = $1 FROM inbox WHERE stream = 'usage'", len(uses)),
                          180)
-        await wait_until(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox WHERE sent_at IS NULL"), 60)
+        await wait_until(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox_state WHERE state = 'unsent'"), 60)
         await assert_exact(conn, second.url, orders, uses, ledger)
     finally:
         await conn.close()

@@ -211,7 +211,7 @@ async def test_command_claimed_before_a_crash_is_published_after_restart(setting
             await publish(kafka, lot_credited(org_id, lot, datetime.now(timezone.utc) - timedelta(seconds=10)))
             await listed(svc, org_id, lot, status="commanded")
             pending = await svc.rt.pool.fetchval(
-                "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND topic = $1", topics.EXPIRY_COMMANDS
+                "SELECT count(*) FROM outbox_state WHERE state = 'unsent' AND topic = $1", topics.EXPIRY_COMMANDS
             )
             assert pending >= 1
             await commands.settle(quiet_s=1.0)

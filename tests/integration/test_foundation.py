@@ -63,9 +63,11 @@ async def test_cloudevent_through_outbox_reaches_subscriber_keyed_by_org(setting
         await wait_until(lambda: any(eid == ev.id for _, eid in seen), timeout=30)
         key = next(k for k, eid in seen if eid == ev.id)
         assert key == org_id.encode()
+        # `seen` is appended inside the handler's transaction: the effect is readable once it commits
+        await wait_until(lambda: rt.pool.fetchval("SELECT count(*) = 1 FROM effects WHERE event_id = $1", ev.id))
         row = await rt.pool.fetchrow("SELECT org_id, kafka_key FROM effects WHERE event_id = $1", ev.id)
         assert (row["org_id"], row["kafka_key"]) == (org_id, org_id)
-        await wait_until(lambda: rt.pool.fetchval("SELECT sent_at IS NOT NULL FROM outbox WHERE event_id=$1", ev.id))
+        await wait_until(lambda: rt.pool.fetchval("SELECT state = 'sent' FROM outbox_state WHERE event_id = $1", ev.id))
     finally:
         await rt.stop()
 
@@ -94,13 +96,13 @@ async def test_relay_killed_between_publish_and_mark_publishes_again_and_inbox_d
         with pytest.raises(RelayKilled):
             await task
         assert killed, "the relay published before it was killed"
-        assert await rt.pool.fetchval("SELECT sent_at FROM outbox WHERE event_id = $1", ev.id) is None
+        assert await rt.pool.fetchval("SELECT state FROM outbox_state WHERE event_id = $1", ev.id) == "unsent"
 
         restarted = Relay(fresh_db, "foundation", rt.publisher)
         restarted.start()
         try:
             await wait_until(
-                lambda: rt.pool.fetchval("SELECT sent_at IS NOT NULL FROM outbox WHERE event_id=$1", ev.id)
+                lambda: rt.pool.fetchval("SELECT state = 'sent' FROM outbox_state WHERE event_id = $1", ev.id)
             )
             copies = await reader.wait_for(lambda e: e["id"] == ev.id, count=2)
             assert len(copies) == 2  # published twice: once before the kill, once after restart
@@ -145,7 +147,8 @@ async def test_migrations_from_empty_give_the_schema_and_rerun_is_noop(fresh_db)
         first = await migrate.migrate(conn, "foundation", MIGRATIONS)
         assert first == ["shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql",
                          "shared/003_outbox_resolutions.sql",
-                         "shared/004_outbox_pending.sql", "shared/005_inbox_bytewise_keys.sql", "service/001_effects.sql"]
+                         "shared/004_outbox_pending.sql", "shared/005_inbox_bytewise_keys.sql",
+                         "shared/006_outbox_cursor.sql", "service/001_effects.sql"]
         assert await migrate.migrate(conn, "foundation", MIGRATIONS) == []
         tables = {
             r["table_name"]
@@ -153,7 +156,8 @@ async def test_migrations_from_empty_give_the_schema_and_rerun_is_noop(fresh_db)
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'foundation'"
             )
         }
-        assert tables == {"schema_migrations", "outbox", "outbox_resolutions", "outbox_pending", "inbox", "effects"}
+        assert tables == {"schema_migrations", "outbox", "outbox_resolutions", "outbox_cursor", "outbox_republish",
+                          "outbox_state", "inbox", "effects"}
     finally:
         await conn.close()
 
@@ -164,15 +168,22 @@ async def test_sent_outbox_rows_are_purged_after_a_day_unsent_ones_never(setting
         await migrate.migrate(conn, "foundation", MIGRATIONS)
         await conn.execute("SET search_path TO foundation")
         rt = _runtime(settings, fresh_db)
-        old, recent, unsent = (_reminder(rt, org_id) for _ in range(3))
+        logged, old, recent, unsent = (_reminder(rt, org_id) for _ in range(4))
+        await outbox.add(conn, [logged])
         await outbox.add(conn, [old, recent, unsent])
+        # `logged` went out with the log (the cursor passed it), two days ago; `old` and `recent` were
+        # sent out of order (re-published rows carry sent_at); `unsent` is after the cursor
+        await conn.execute("UPDATE outbox_cursor SET sent_upto = (SELECT seq FROM outbox WHERE event_id = $1)",
+                           logged.id)
+        await conn.execute(
+            "UPDATE outbox SET created_at = now() - interval '2 days' WHERE event_id = $1", logged.id)
         await conn.execute(
             "UPDATE outbox SET sent_at = now() - interval '2 days', created_at = now() - interval '2 days'"
             " WHERE event_id = $1", old.id,
         )
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE event_id = $1", recent.id)
         await conn.execute("UPDATE outbox SET created_at = now() - interval '9 days' WHERE event_id = $1", unsent.id)
-        assert await outbox.purge_sent(conn, 86_400) == 1
+        assert await outbox.purge_sent(conn, 86_400) == 2
         left = {r["event_id"] for r in await conn.fetch("SELECT event_id FROM outbox")}
         assert left == {recent.id, unsent.id}
     finally:

@@ -74,15 +74,15 @@ async def test_rows_the_broker_refuses_are_parked_and_the_rows_behind_them_publi
 
         async def all_marked() -> bool:  # on the topic first, then marked sent in the relay's next transaction
             return await rt.pool.fetchval(
-                "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL") == 0
+                "SELECT count(*) FROM outbox_state WHERE state = 'unsent'") == 0
         await wait_until(all_marked, timeout=30)
-        rows = await rt.pool.fetch("SELECT event_id, sent_at IS NOT NULL AS sent, parked_at IS NOT NULL AS parked,"
-                                   " park_reason FROM outbox ORDER BY seq")
+        rows = await rt.pool.fetch("SELECT o.event_id, s.state = 'sent' AS sent, o.parked_at IS NOT NULL AS parked,"
+                                   " o.park_reason FROM outbox o JOIN outbox_state s USING (seq) ORDER BY seq")
         assert [(r["event_id"], r["sent"], r["parked"]) for r in rows] == [
             (first.id, True, False), ("big", False, True), ("refused", False, True), (last.id, True, False)]
         assert "TooLarge" in rows[1]["park_reason"] and "TooLarge" in rows[2]["park_reason"]
         assert parked_metric("foundation") == before + 2
-        assert await rt.pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL") == 0
+        assert await rt.pool.fetchval("SELECT count(*) FROM outbox_state WHERE state = 'unsent'") == 0
 
         app = rt.http_app(title="foundation")  # routes only: the runtime is already started
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
@@ -122,7 +122,7 @@ async def test_a_transient_failure_is_retried_never_parked(settings, fresh_db, o
             await outbox.add(conn, [ev])
         rt.relay = outbox.Relay(rt.settings.database_url, rt.schema, flaky)
         rt.relay.start()
-        await wait_until(lambda: rt.pool.fetchval("SELECT sent_at IS NOT NULL FROM outbox WHERE event_id = $1",
+        await wait_until(lambda: rt.pool.fetchval("SELECT state = 'sent' FROM outbox_state WHERE event_id = $1",
                                                   ev.id), timeout=30)
         assert len(calls) >= 2
         assert await rt.pool.fetchval("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL") == 0

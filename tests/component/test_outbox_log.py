@@ -1,0 +1,114 @@
+"""The outbox is a log in commit order (shared/sql/006_outbox_cursor.sql): the relay reads it after
+its cursor, so a row that committed after the relay read past its seq would never be sent. These
+tests hold the writers to the rule that prevents it (PostgreSQL only; the relay's publish is a
+function that collects what it would send)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+
+from shared import migrate, outbox
+from tests.support.kafka import wait_until
+
+SCHEMA = "outbox_log"
+
+
+async def _migrated(database) -> str:  # type: ignore[no-untyped-def]
+    dsn = await database.create_empty()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate.migrate(conn, SCHEMA, Path("/nonexistent"))  # the shared migrations only
+    finally:
+        await conn.close()
+    return dsn
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    return await asyncpg.connect(dsn, server_settings={"search_path": SCHEMA})
+
+
+def _row(event_id: str, key: str = "org-a") -> outbox.Row:
+    return (event_id, "aimis.notifications.v1", key, b'{"id": "%s"}' % event_id.encode())
+
+
+async def test_a_writer_takes_its_seq_only_after_the_writer_before_it_committed(database):
+    dsn = await _migrated(database)
+    first, second = await _connect(dsn), await _connect(dsn)
+    try:
+        tx = first.transaction()
+        await tx.start()
+        await outbox.add_rows(first, [_row("first")])
+        pid = await second.fetchval("SELECT pg_backend_pid()")
+        blocked = asyncio.create_task(_add_in_transaction(second, [_row("second")]))
+        watcher = await _connect(dsn)
+        try:  # the second writer waits for the first's append lock, not for anything else
+            await wait_until(lambda: watcher.fetchval(
+                "SELECT wait_event_type = 'Lock' AND wait_event = 'advisory' FROM pg_stat_activity WHERE pid = $1",
+                pid), timeout=10, interval=0.02)
+        finally:
+            await watcher.close()
+        assert not blocked.done()
+        await tx.commit()
+        await asyncio.wait_for(blocked, timeout=10)
+        seqs = {r["event_id"]: r["seq"] for r in await first.fetch("SELECT event_id, seq FROM outbox")}
+        assert seqs["first"] < seqs["second"]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def _add_in_transaction(conn: asyncpg.Connection, rows: Sequence[outbox.Row]) -> None:
+    async with conn.transaction():
+        await outbox.add_rows(conn, rows)
+
+
+async def test_the_relay_sends_every_row_of_concurrent_writers_in_each_keys_commit_order(database):
+    """Writers commit at random moments while the relay reads: every row is sent, and each key's
+    rows leave in the order their transactions committed (each writer commits its key's rows in
+    turn). Without the append lock, a row could commit below the cursor and never leave."""
+    dsn = await _migrated(database)
+    sent: list[tuple[str, bytes]] = []  # (key, payload) in publish order
+
+    async def publish(rows: Sequence[tuple[str, bytes, bytes]]) -> None:
+        sent.extend((key.decode(), payload) for _, key, payload in rows)
+
+    relay = outbox.Relay(dsn, SCHEMA, publish, batch_size=7, poll_s=0.02)
+    relay.start()
+    rng = random.Random(13)
+    writers, per_writer = 6, 25
+
+    async def writer(w: int) -> None:
+        conn = await _connect(dsn)
+        try:
+            for i in range(per_writer):
+                async with conn.transaction():
+                    await outbox.add_rows(conn, [_row(f"w{w}-{i}-{j}", key=f"org-{w}") for j in range(rng.randint(1, 3))])
+                    await asyncio.sleep(rng.random() * 0.003)  # commit later, while others write
+        finally:
+            await conn.close()
+
+    try:
+        await asyncio.gather(*(writer(w) for w in range(writers)))
+        conn = await _connect(dsn)
+        try:
+            total = await conn.fetchval("SELECT count(*) FROM outbox")
+            await wait_until(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox_state WHERE state <> 'sent'"),
+                             timeout=30, interval=0.05)
+        finally:
+            await conn.close()
+        await wait_until(lambda: len({p for _, p in sent}) == total, timeout=10, interval=0.02)
+    finally:
+        await relay.stop()
+    for w in range(writers):
+        firsts: list[str] = []
+        for key, payload in sent:
+            event_id = payload.split(b'"')[3].decode()
+            if key == f"org-{w}" and event_id not in firsts:
+                firsts.append(event_id)
+        order = [(int(e.split("-")[1]), int(e.split("-")[2])) for e in firsts]
+        assert order == sorted(order), f"org-{w}'s rows left out of commit order: {firsts}"
