@@ -112,3 +112,52 @@ async def test_the_relay_sends_every_row_of_concurrent_writers_in_each_keys_comm
                 firsts.append(event_id)
         order = [(int(e.split("-")[1]), int(e.split("-")[2])) for e in firsts]
         assert order == sorted(order), f"org-{w}'s rows left out of commit order: {firsts}"
+
+
+async def test_the_upgrade_to_the_log_sends_what_was_pending_and_nothing_already_sent(database, tmp_path, monkeypatch):
+    """A schema from before migration 006: rows sent (sent_at), rows still pending (their keys in
+    outbox_pending), a parked row, and a row sent out of order after a pending one. After the
+    migration the relay sends exactly the pending rows."""
+    dsn = await database.create_empty()
+    before = tmp_path / "sql"
+    before.mkdir()
+    for f in sorted(migrate.SHARED_SQL.glob("*.sql")):
+        if int(f.name[:3]) < 6:
+            (before / f.name).write_text(f.read_text())
+    conn = await asyncpg.connect(dsn)
+    try:
+        monkeypatch.setattr(migrate, "SHARED_SQL", before)
+        await migrate.migrate(conn, SCHEMA, Path("/nonexistent"))
+        await conn.execute(f"SET search_path TO {SCHEMA}")
+        for event_id, state in [("sent-1", "sent"), ("pending-1", "pending"), ("parked-1", "parked"),
+                                ("sent-2", "sent"), ("pending-2", "pending")]:
+            seq = await conn.fetchval(
+                "INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, 't', 'org-a', $2) RETURNING seq",
+                event_id, b'{"id": "%s"}' % event_id.encode())
+            if state == "sent":
+                await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = $1", seq)
+            elif state == "parked":
+                await conn.execute("UPDATE outbox SET parked_at = now(), park_reason = 'too large' WHERE seq = $1", seq)
+            else:
+                await conn.execute("INSERT INTO outbox_pending VALUES ($1)", seq)
+        monkeypatch.undo()
+        assert await migrate.migrate(conn, SCHEMA, Path("/nonexistent")) == ["shared/006_outbox_cursor.sql"]
+        states = {r["event_id"]: r["state"] for r in await conn.fetch("SELECT event_id, state FROM outbox_state")}
+        assert states == {"sent-1": "sent", "pending-1": "unsent", "parked-1": "parked", "sent-2": "sent",
+                          "pending-2": "unsent"}
+        sent: list[bytes] = []
+
+        async def publish(rows: Sequence[tuple[str, bytes, bytes]]) -> None:
+            sent.extend(payload for _, _, payload in rows)
+
+        relay = outbox.Relay(dsn, SCHEMA, publish, poll_s=0.02)
+        relay.start()
+        try:
+            await wait_until(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox_state WHERE state = 'unsent'"),
+                             timeout=10, interval=0.02)
+        finally:
+            await relay.stop()
+        assert sent == [b'{"id": "pending-1"}', b'{"id": "pending-2"}']
+        assert await outbox.oldest_unsent_s(conn) == 0.0
+    finally:
+        await conn.close()
