@@ -10,6 +10,10 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 3.0
+# A transaction that writes the outbox holds the schema's append lock to commit (shared/outbox.py): a
+# client that vanished mid-transaction (a frozen process, a partition its TCP has not noticed) must
+# not stop every other writer of the schema. No transaction here waits on anything but PostgreSQL.
+IDLE_IN_TRANSACTION = "30s"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -29,7 +33,8 @@ async def create_pool(
                 min_size=min_size,
                 max_size=max_size,
                 init=_init_connection,
-                server_settings={"search_path": f"{schema},public", "application_name": f"aimis-{schema}"},
+                server_settings={"search_path": f"{schema},public", "application_name": f"aimis-{schema}",
+                                 "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION},
                 command_timeout=60,
                 timeout=CONNECT_TIMEOUT_S,  # a new connection: never wait longer (SPEC 7.5)
             )

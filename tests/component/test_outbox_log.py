@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
-from shared import migrate, outbox
+from shared import db, migrate, outbox
 from tests.support.kafka import wait_until
 
 SCHEMA = "outbox_log"
@@ -60,6 +60,31 @@ async def test_a_writer_takes_its_seq_only_after_the_writer_before_it_committed(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_writer_gone_quiet_in_its_transaction_does_not_stop_the_others(database, monkeypatch):
+    """A writer that appended and then went quiet (a frozen process, a partition) would hold the
+    schema's append lock for ever: the server ends a transaction idle that long (30 s in service;
+    1 s here), its rows never commit, and the next writer appends."""
+    dsn = await _migrated(database)
+    monkeypatch.setattr(db, "IDLE_IN_TRANSACTION", "1s")
+    pool = await db.create_pool(dsn, SCHEMA, min_size=2, max_size=2)
+    try:
+        quiet = await pool.acquire()
+        tx = quiet.transaction()
+        await tx.start()
+        await outbox.add_rows(quiet, [_row("quiet")])
+        async with pool.acquire() as other:
+            await asyncio.wait_for(_add_in_transaction(other, [_row("other")]), timeout=15)
+            assert [r["event_id"] for r in await other.fetch("SELECT event_id FROM outbox")] == ["other"]
+        try:
+            await tx.commit()
+            raise AssertionError("the quiet transaction committed")
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
+            pass  # ended by the server
+        await pool.release(quiet)
+    finally:
+        pool.terminate()
 
 
 async def _add_in_transaction(conn: asyncpg.Connection, rows: Sequence[outbox.Row]) -> None:
