@@ -77,7 +77,6 @@ class Letter:
             key = o["subject"]
         return self.source_topic, key.encode("utf-8", "surrogatepass"), value
 
-
     def replay_headers(self) -> list[tuple[str, bytes]]:
         """The original record's headers (a binary-mode event's attributes), and which letter it replays."""
         kept = [(str(h["key"]), base64.b64decode(h["value"]) if h.get("base64")

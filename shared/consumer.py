@@ -285,7 +285,6 @@ def kept_headers(record: ConsumerRecord) -> list[RecordHeader] | None:
     return out
 
 
-
 class Consumer:
     """The batch handler of one subscription (the transport calls it with raw records)."""
 

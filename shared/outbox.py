@@ -178,14 +178,14 @@ class Relay:
         """One batch: the re-published rows first (when there may be some), then the log."""
         sent = 0
         if self._republished:
-            rows = await conn.fetch(_REPUBLISHED, self.batch_size)
-            sent = await self._send(conn, rows, _MARK_REPUBLISHED)
+            sent = await self._send(conn, await conn.fetch(_REPUBLISHED, self.batch_size), in_log=False)
             self._republished = sent == self.batch_size  # more of them, or none left
-        return sent + await self._send(conn, await conn.fetch(_UNSENT, self._cursor, self.batch_size), _MARK_SENT)
+        return sent + await self._send(conn, await conn.fetch(_UNSENT, self._cursor, self.batch_size), in_log=True)
 
-    async def _send(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], mark: str) -> int:
-        """Publish `rows`, then `mark` them sent. When the broker refuses a row for good, the batch
-        again one row at a time, parking each refused row so the rows behind it leave."""
+    async def _send(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], *, in_log: bool) -> int:
+        """Publish `rows` (of the log, or re-published ones), then mark them sent. When the broker
+        refuses a row for good, the batch again one row at a time, parking each refused row so the
+        rows behind it leave."""
         if not rows:
             return 0
         try:
@@ -193,22 +193,22 @@ class Relay:
         except Exception as e:
             if not unpublishable(e):
                 raise  # transient: the relay reconnects and retries
-            return await self._publish_parking(conn, rows, mark)
+            return await self._publish_parking(conn, rows, in_log=in_log)
         seqs = [r["seq"] for r in rows]
         if self.after_publish is not None:
             await self.after_publish(seqs)
-        await self._mark(conn, mark, seqs)
+        await self._mark(conn, seqs, in_log=in_log)
         obs.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
         return len(rows)
 
-    async def _mark(self, conn: asyncpg.Connection, mark: str, seqs: list[int]) -> None:
+    async def _mark(self, conn: asyncpg.Connection, seqs: list[int], *, in_log: bool) -> None:
         """Rows of the log: the cursor moves to the last (they were read in seq order); re-published
         rows: each marked by its seq."""
-        if mark is _MARK_SENT:
-            await conn.execute(mark, seqs[-1])
+        if in_log:
+            await conn.execute(_MARK_SENT, seqs[-1])
             self._cursor = max(self._cursor, seqs[-1])
         else:
-            await conn.execute(mark, seqs)
+            await conn.execute(_MARK_REPUBLISHED, seqs)
 
     # -- SPEC 7.2: parking rows the broker refuses for good -------------------------------------
 
@@ -216,7 +216,7 @@ class Relay:
         """One row, returning once Kafka acknowledged it."""
         await self.publish([(r["topic"], r["key"].encode(), r["payload"])])
 
-    async def _publish_parking(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], mark: str) -> int:
+    async def _publish_parking(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], *, in_log: bool) -> int:
         """Publish `rows` one at a time, in order, parking each the broker refuses for good
         (SPEC 7.2). Rows published before the refusal go again; consumers' inboxes make that a no-op."""
         for r in rows:
@@ -226,12 +226,13 @@ class Relay:
                 if not unpublishable(e):
                     raise
                 await park(conn, r["seq"], f"{type(e).__name__}: {e}"[:1000])
-                self._cursor = max(self._cursor, r["seq"]) if mark is _MARK_SENT else self._cursor
+                if in_log:  # park moved the cursor past it
+                    self._cursor = max(self._cursor, r["seq"])
                 PARKED.labels(self.schema).inc()
                 log.error("outbox row %s (%s, %d bytes) refused by the broker for good: %r; parked",
                           r["seq"], r["topic"], len(r["payload"]), e, extra={"topic": r["topic"]})
                 continue
-            await self._mark(conn, mark, [r["seq"]])
+            await self._mark(conn, [r["seq"]], in_log=in_log)
             obs.OUTBOX_PUBLISHED.labels(self.schema).inc()
         return len(rows)
 
