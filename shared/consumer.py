@@ -57,6 +57,7 @@ from contracts.events import (
     DeadLetterData,
     EventData,
     EventError,
+    Outgoing,
     RecordHeader,
     binary_attributes,
     dead_letter_type,
@@ -134,7 +135,7 @@ class Bad:
 
 Decoded = Accepted | Bad | None  # None: a valid event of a type this consumer ignores
 
-Policy = Callable[[asyncpg.Connection, list[CloudEvent[Any]], datetime], Awaitable[Sequence[CloudEvent[Any]]]]
+Policy = Callable[[asyncpg.Connection, list[CloudEvent[Any]], datetime], Awaitable[Sequence[Outgoing]]]
 Lock = Callable[[asyncpg.Connection, list[CloudEvent[Any]]], Awaitable[None]]
 
 
@@ -145,7 +146,7 @@ class Rejects(Protocol):
 
     def key(self, bad: Bad) -> str: ...
 
-    async def __call__(self, conn: asyncpg.Connection, bad: list[Bad], now: datetime) -> Sequence[CloudEvent[Any]]: ...
+    async def __call__(self, conn: asyncpg.Connection, bad: list[Bad], now: datetime) -> Sequence[Outgoing]: ...
 
     def committed(self, bad: list[Bad]) -> None:
         """Count and log what was rejected, once the transaction committed."""
@@ -193,7 +194,7 @@ class Subscription:
     after_commit: Callable[[Tally], None] | None = None
     # writes what the batch emitted, in its transaction: the outbox, and whatever else the service
     # keeps of those events (entitlement: its ledger table, from the same encoded bytes)
-    emit: Callable[[asyncpg.Connection, Sequence[CloudEvent[Any]]], Awaitable[None]] = outbox.add
+    emit: Callable[[asyncpg.Connection, Sequence[Outgoing]], Awaitable[None]] = outbox.add
     _allowed: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -350,7 +351,7 @@ class Consumer:
         async with self.rt.pool.acquire() as conn, conn.transaction():
             if sub.lock is not None and events:
                 await sub.lock(conn, events)
-            out: list[CloudEvent[Any]] = []
+            out: list[Outgoing] = []
             if sub.claim == "first":
                 todo = await first_occurrences(conn, sub.stream, events, sub.key)
                 if todo:

@@ -22,7 +22,7 @@ import asyncpg
 from aiokafka import errors as kafka_errors
 from prometheus_client import Counter
 
-from contracts.events import CloudEvent, encode, topic_of
+from contracts.events import Outgoing, encode, topic_of
 from shared import observability as obs
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 Publish = Callable[[Sequence[tuple[str, bytes, bytes]]], Awaitable[None]]
 
 
-async def add(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> None:
+async def add(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> None:
     """Write events to the outbox; call inside the transaction that made them true."""
     await add_rows(conn, [(e.id, topic_of(e.type), e.subject, encode(e)) for e in events])
 

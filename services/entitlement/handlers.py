@@ -17,7 +17,7 @@ from prometheus_client import Counter
 
 from contracts import events as ev
 from contracts import topics
-from contracts.events import CloudEvent, models_on, trusted
+from contracts.events import CloudEvent, models_on
 from services.entitlement import domain, store
 from services.entitlement.domain import Book, Counters, Deducted, Use
 from shared.consumer import DeadLetters, Subscription
@@ -85,7 +85,7 @@ class Handlers:
         await store.lock_balances(conn, {(e.data.org_id, e.data.resource) for e in events})
 
     async def deductions(self, conn: asyncpg.Connection, events: list[CloudEvent[Any]],
-                         now: datetime) -> list[CloudEvent[Any]]:
+                         now: datetime) -> list[ev.Outgoing]:
         todo: list[ev.DeductionRequestedData] = [e.data for e in events]
         keys: set[tuple[str, str]] = {(u.org_id, u.resource) for u in todo}
         lots = await store.drawable_lots(conn, keys, now, self.grace)
@@ -111,7 +111,7 @@ class Handlers:
         await store.add_counters(conn, {k: b.counters for k, b in books.items()})
         return out
 
-    def _usage_events(self, u: ev.DeductionRequestedData, outcome: domain.Outcome) -> list[CloudEvent[Any]]:
+    def _usage_events(self, u: ev.DeductionRequestedData, outcome: domain.Outcome) -> list[ev.Outgoing]:
         """The use's ledger event, then one arrears_offset per lot credited after it occurred that
         offset its arrears at once (docs/decisions/arrival-order.md)."""
         offsets = outcome.offsets if isinstance(outcome, Deducted) else ()
@@ -126,25 +126,23 @@ class Handlers:
                                           retention_until=o.retention_until) for o in offsets],
         ))
 
-    def _usage_event(self, u: ev.DeductionRequestedData, outcome: domain.Outcome) -> CloudEvent[Any]:
-        """The ledger entry of one use. Built with `trusted` (no validation pass, one per use on the
-        hot path): every value comes from the validated deduction request or from the deduction
-        rules (lot ids, quantities, tz-aware retention dates)."""
+    def _usage_event(self, u: ev.DeductionRequestedData, outcome: domain.Outcome) -> ev.Encoded:
+        """The ledger entry of one use, serialised from plain values (`encoded`: no model built, one
+        per use on the hot path): every value comes from the validated deduction request or from
+        the deduction rules (lot ids, quantities, tz-aware retention dates)."""
         if isinstance(outcome, Deducted):
-            data: ev.EventData = trusted(
-                ev.UsageDeductedData, org_id=u.org_id, usage_id=u.usage_id, resource=u.resource,
-                quantity=u.quantity, occurred_at=u.occurred_at, channel=u.channel,
-                inspection_id=u.inspection_id, site_id=u.site_id, attributes=u.attributes,
-                allocations=[trusted(ev.Allocation, lot_id=d.lot_id, quantity=d.quantity,
-                                     retention_until=d.retention_until) for d in outcome.allocations],
-                arrears_quantity=outcome.arrears_quantity, offline_licence=outcome.offline_licence,
-            )
-        else:
-            data = trusted(
-                ev.UsageRejectedLedgerData, org_id=u.org_id, usage_id=u.usage_id, resource=u.resource,
-                quantity=u.quantity, occurred_at=u.occurred_at, channel=u.channel, reason=outcome.reason,
-            )
-        return self.rt.event(u.org_id, data)
+            return self.rt.encoded(ev.UsageDeductedData, u.org_id, {
+                "org_id": u.org_id, "usage_id": u.usage_id, "resource": u.resource, "quantity": u.quantity,
+                "occurred_at": u.occurred_at, "channel": u.channel, "inspection_id": u.inspection_id,
+                "site_id": u.site_id, "attributes": u.attributes,
+                "allocations": [{"lot_id": d.lot_id, "quantity": d.quantity, "retention_until": d.retention_until}
+                                for d in outcome.allocations],
+                "arrears_quantity": outcome.arrears_quantity, "offline_licence": outcome.offline_licence,
+            })
+        return self.rt.encoded(ev.UsageRejectedLedgerData, u.org_id, {
+            "org_id": u.org_id, "usage_id": u.usage_id, "resource": u.resource, "quantity": u.quantity,
+            "occurred_at": u.occurred_at, "channel": u.channel, "reason": outcome.reason,
+        })
 
     # ------------------------------------------------------------ orders
 

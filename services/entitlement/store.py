@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from contracts import topics
-from contracts.events import CloudEvent, encode, topic_of
+from contracts.events import Encoded, Outgoing, encode, topic_of
 from services.entitlement import domain
 from services.entitlement.domain import (
     Arrear,
@@ -267,7 +267,7 @@ async def mark_fulfilled(conn: asyncpg.Connection, order_id: str, org_id: str, l
 # ---------------------------------------------------------------- ledger
 
 
-async def emit(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> None:
+async def emit(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> None:
     """Write events to the outbox, and the ledger's also to the ledger table, serialised once:
     the ledger row's `data` is cut from the outbox payload (see `data_of`)."""
     rows: list[outbox.Row] = []
@@ -277,7 +277,8 @@ async def emit(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> N
         topic = topic_of(e.type)
         rows.append((e.id, topic, e.subject, payload))
         if topic == topics.LEDGER:
-            ledger.append((e.id, e.subject, getattr(e.data, "resource", None), e.type, e.time, data_of(e, payload)))
+            resource = e.data.get("resource") if isinstance(e, Encoded) else getattr(e.data, "resource", None)
+            ledger.append((e.id, e.subject, resource, e.type, e.time, data_of(e, payload)))
     if ledger:
         await conn.execute(
             """INSERT INTO ledger (event_id, org_id, resource, type, time, data)
@@ -289,12 +290,14 @@ async def emit(conn: asyncpg.Connection, events: Sequence[CloudEvent[Any]]) -> N
     await outbox.add_rows(conn, rows)
 
 
-def data_of(event: CloudEvent[Any], payload: bytes) -> bytes:
+def data_of(event: Outgoing, payload: bytes) -> bytes:
     """The JSON of `event.data` inside its encoded `payload`: from the top-level `"data":` member
     to the payload's closing brace. `data` is the envelope's last field, and the first `,"data":`
     is that member (a quote inside the string members before it is escaped). An event with
     extension attributes (serialised after `data`) is serialised again instead."""
     start = payload.find(b',"data":')
+    if isinstance(event, Encoded):  # no extension attributes
+        return payload[start + 8:-1]
     if event.__pydantic_extra__ or start < 0:
         return event.data.model_dump_json().encode()
     return payload[start + 8:-1]

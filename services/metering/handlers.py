@@ -19,6 +19,7 @@ from contracts.events import (
     USAGE_TYPES,
     AgreementRecordedData,
     CloudEvent,
+    Outgoing,
     UsageData,
     UsageRejectedData,
     models_on,
@@ -195,7 +196,7 @@ def usage(rt: Runtime, catch_up: OrdersCatchUp) -> Subscription:
             out.append(Bad(d.record, d.reason, d.detail, Refused(rej, counted)))
         return out
 
-    async def forward(conn: asyncpg.Connection, events: list[CloudEvent[Any]], now: datetime) -> list[CloudEvent[Any]]:
+    async def forward(conn: asyncpg.Connection, events: list[CloudEvent[Any]], now: datetime) -> list[Outgoing]:
         """Policy: each new use becomes deduction_requested and counts in its hour."""
         uses = [_usage_of(e) for e in events]
         await store.add_hourly(conn, [u.org_id for u in uses], [u.resource for u in uses],

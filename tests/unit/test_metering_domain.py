@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from contracts.events import DeductionRequestedData, encode, parse_event
 from services.metering import domain
 from services.metering.domain import Rejection, Usage
 
@@ -162,7 +163,8 @@ def test_future_rejection_is_counted_in_the_hour_received():
 def test_deduction_carries_the_usage_id_time_and_data():
     r = domain.validate(usage(data={"site_id": "s1", "attributes": {"k": "v"}, "channel": "offline"}), NOW)
     assert isinstance(r, Usage)
-    d = r.deduction(NOW)
+    d = parse_event(encode(r.deduction_event("/aimis/metering", NOW))).data
+    assert isinstance(d, DeductionRequestedData)
     assert (d.usage_id, d.org_id, d.resource, d.quantity) == ("u-1", "org-a", "cloud_inspection", 3)
     assert (d.occurred_at, d.received_at, d.channel, d.site_id, d.attributes) == (
         r.occurred_at, NOW, "offline", "s1", {"k": "v"})
@@ -178,8 +180,6 @@ def test_normalized_event_keeps_extensions_and_fills_defaults():
 
 
 def test_deduction_event_is_a_valid_deduction_requested_with_the_usage_id():
-    from contracts.events import DeductionRequestedData, encode, parse_event
-
     r = domain.validate(json.dumps(usage(data={"site_id": "s1"})).encode(), NOW)
     assert isinstance(r, Usage)
     ev = parse_event(encode(r.deduction_event("/aimis/metering", NOW)))
