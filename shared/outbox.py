@@ -41,8 +41,9 @@ Row = tuple[str, str, str, bytes]  # (event id, topic, key, payload): an event a
 
 async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row]) -> None:
     """`add` for events the caller encoded itself (entitlement keeps the same bytes in its ledger).
-    Call it last in the transaction: from here to commit, the schema's other writers of the outbox
-    wait (that is what keeps the log in commit order)."""
+    Call it last in the transaction (or just before what must also be in commit order, as
+    entitlement's ledger rows): from here to commit, the schema's other writers of the outbox wait
+    (that is what keeps the log in commit order)."""
     if not rows:
         return
     await conn.execute(_APPEND_LOCK)

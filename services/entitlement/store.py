@@ -269,7 +269,11 @@ async def mark_fulfilled(conn: asyncpg.Connection, order_id: str, org_id: str, l
 
 async def emit(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> None:
     """Write events to the outbox, and the ledger's also to the ledger table, serialised once:
-    the ledger row's `data` is cut from the outbox payload (see `data_of`)."""
+    the ledger row's `data` is cut from the outbox payload (see `data_of`).
+
+    The outbox first: its append lock, held to commit, then also keeps the ledger's `seq` (the
+    `GET .../ledger?after=` cursor) in commit order, so a reader paging after a seq never misses a
+    row that commits later below it."""
     rows: list[outbox.Row] = []
     ledger: list[tuple[str, str, str | None, str, datetime, bytes]] = []
     for e in events:
@@ -279,6 +283,7 @@ async def emit(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> None:
         if topic == topics.LEDGER:
             resource = e.data.get("resource") if isinstance(e, Encoded) else getattr(e.data, "resource", None)
             ledger.append((e.id, e.subject, resource, e.type, e.time, data_of(e, payload)))
+    await outbox.add_rows(conn, rows)
     if ledger:
         await conn.execute(
             """INSERT INTO ledger (event_id, org_id, resource, type, time, data)
@@ -287,7 +292,6 @@ async def emit(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> None:
                     AS v(e, o, r, t, ts, d)""",
             *map(list, zip(*ledger, strict=True)),
         )
-    await outbox.add_rows(conn, rows)
 
 
 def data_of(event: Outgoing, payload: bytes) -> bytes:

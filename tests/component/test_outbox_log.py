@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 import asyncpg
@@ -186,3 +187,46 @@ async def test_the_upgrade_to_the_log_sends_what_was_pending_and_nothing_already
         assert await outbox.oldest_unsent_s(conn) == 0.0
     finally:
         await conn.close()
+
+
+async def test_entitlement_ledger_rows_take_their_seq_in_commit_order(database):
+    """The ledger table's seq is the `GET /v1/orgs/{org}/ledger?after=` cursor: a row committing
+    below a seq a reader already paged past would never be read. Entitlement's second writer takes
+    no ledger seq while the first is uncommitted (sequences are not transactional, so a seq taken
+    early shows in `last_value` at once)."""
+    from contracts import events as ev
+    from contracts.events import encoded
+    from services.entitlement import store
+
+    dsn = await database.create("entitlement", Path("services/entitlement/migrations"))
+    conns = [await asyncpg.connect(dsn, server_settings={"search_path": "entitlement"}) for _ in range(3)]
+    first, second, watcher = conns
+
+    def use(usage_id: str) -> ev.Encoded:
+        return encoded(ev.UsageRejectedLedgerData, "org-a", {
+            "org_id": "org-a", "usage_id": usage_id, "resource": "ai_review", "quantity": 1,
+            "occurred_at": datetime(2026, 1, 1, tzinfo=timezone.utc), "channel": "online",
+            "reason": "INSUFFICIENT_BALANCE"}, "/aimis/entitlement")
+
+    async def emit_in_transaction(conn: asyncpg.Connection, usage_id: str) -> None:
+        async with conn.transaction():
+            await store.emit(conn, [use(usage_id)])
+
+    try:
+        tx = first.transaction()
+        await tx.start()
+        await store.emit(first, [use("u-first")])
+        first_seq = await first.fetchval("SELECT seq FROM ledger WHERE data->>'usage_id' = 'u-first'")
+        pid = await second.fetchval("SELECT pg_backend_pid()")
+        blocked = asyncio.create_task(emit_in_transaction(second, "u-second"))
+        await wait_until(lambda: watcher.fetchval(
+            "SELECT wait_event_type = 'Lock' AND wait_event = 'advisory' FROM pg_stat_activity WHERE pid = $1",
+            pid), timeout=10, interval=0.02)
+        assert await watcher.fetchval("SELECT last_value FROM ledger_seq_seq") == first_seq
+        await tx.commit()
+        await asyncio.wait_for(blocked, timeout=10)
+        rows = await watcher.fetch("SELECT data->>'usage_id' AS u FROM ledger ORDER BY seq")
+        assert [r["u"] for r in rows] == ["u-first", "u-second"]
+    finally:
+        for c in conns:
+            await c.close()
