@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    ValidationError,
 )
 from pydantic_core import to_json
 
@@ -576,23 +577,18 @@ def parse_event_as(raw: bytes | str, model: type[EventData]) -> CloudEvent[Any] 
     validation). None when it does not validate as such an event: the caller then classifies the
     record with `parse_event`, which says why. It accepts a subset of what `parse_event` accepts
     (the same models, validated from JSON rather than from a dict)."""
-    from pydantic import ValidationError
-
-    try:
-        event = _typed_envelope(model).model_validate_json(raw)
-    except ValidationError:
-        return None
-    return event if event.type in model.event_types() else None
-
-
-_TYPED: dict[type[EventData], type[CloudEvent[Any]]] = {}
-
-
-def _typed_envelope(model: type[EventData]) -> type[CloudEvent[Any]]:
     typed = _TYPED.get(model)
     if typed is None:
-        typed = _TYPED[model] = CloudEvent[model]  # type: ignore[valid-type]
-    return typed
+        typed = _TYPED[model] = (CloudEvent[model], frozenset(model.event_types()))  # type: ignore[valid-type]
+    envelope, types = typed
+    try:
+        event = envelope.model_validate_json(raw)
+    except ValidationError:
+        return None
+    return event if event.type in types else None
+
+
+_TYPED: dict[type[EventData], tuple[type[CloudEvent[Any]], frozenset[str]]] = {}
 
 
 def _first_loc(e: Any) -> tuple[Any, ...]:

@@ -247,6 +247,11 @@ Headers = Sequence[tuple[str, bytes | None]]
 def binary_mode(headers: Headers) -> bool:
     """A record in binary content mode (CloudEvents Kafka protocol binding 3.2): it has a
     `ce_specversion` header, and its content type is not a structured CloudEvents format."""
+    for name, _ in headers:
+        if name == "ce_specversion":
+            break
+    else:
+        return False  # the usual case: structured mode
     binary = False
     for name, value in headers:
         if name == "ce_specversion":

@@ -244,4 +244,4 @@ def serve(app: FastAPI, settings: Settings, service: str) -> None:
     uvicorn.run(app, host=settings.host, port=settings.port_of(service), log_config=None, access_log=False)
 
 
-GC_THRESHOLD = 20_000  # allocations between young-generation collections (CPython's default: 700)
+GC_THRESHOLD = 100_000  # allocations between young-generation collections (CPython's default: 700)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -44,9 +44,11 @@ async def add_hourly(
     accepted: Sequence[int],
     rejected: Sequence[int],
 ) -> None:
-    """Add one batch's quantities to the hourly aggregates: one statement for the whole batch."""
+    """Add one batch's quantities to the hourly aggregates: one statement for the whole batch, with
+    a row per (org, resource, hour) rather than per use (`per_hour`)."""
     if not org_ids:
         return
+    org_ids, resources, hours, accepted, rejected = per_hour(org_ids, resources, hours, accepted, rejected)
     await conn.execute(
         """INSERT INTO usage_hourly AS u (org_id, resource, hour, accepted_qty, rejected_qty)
            SELECT org_id, resource, date_trunc('hour', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
@@ -60,6 +62,24 @@ async def add_hourly(
                   rejected_qty = u.rejected_qty + EXCLUDED.rejected_qty""",
         list(org_ids), list(resources), list(hours), list(accepted), list(rejected),
     )
+
+
+def per_hour(org_ids: Sequence[str], resources: Sequence[str], times: Sequence[datetime], accepted: Sequence[int],
+             rejected: Sequence[int]) -> tuple[list[str], list[str], list[datetime], list[int], list[int]]:
+    """The quantities summed per (org, resource, UTC hour of the time): a batch of uses comes to a
+    few rows (the orgs it has), so few values cross to PostgreSQL. The hour is the one
+    `date_trunc('hour', at AT TIME ZONE 'UTC')` gives (tests/unit/test_metering_store.py)."""
+    sums: dict[tuple[str, str, datetime], list[int]] = {}
+    for org, resource, at, acc, rej in zip(org_ids, resources, times, accepted, rejected, strict=True):
+        k = (org, resource, at.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0))
+        t = sums.get(k)
+        if t is None:
+            sums[k] = [acc, rej]
+        else:
+            t[0] += acc
+            t[1] += rej
+    return ([k[0] for k in sums], [k[1] for k in sums], [k[2] for k in sums], [t[0] for t in sums.values()],
+            [t[1] for t in sums.values()])
 
 
 async def usage_report(
