@@ -202,6 +202,7 @@ class LedgerWatch:
     def __init__(self, bootstrap: str):
         self.bootstrap = bootstrap
         self.consumer: AIOKafkaConsumer | None = None
+        self.parts: list[tuple[float, float, float, float]] = []  # (sent, to deduction, to relay, to read) s
 
     async def start(self) -> None:
         c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
@@ -249,9 +250,16 @@ class LedgerWatch:
                 for r in records:
                     if USAGE_MARK not in r.value:
                         continue
-                    attrs = json.loads(r.value)["data"].get("attributes") or {}
+                    doc = json.loads(r.value)
+                    attrs = doc["data"].get("attributes") or {}
                     if "sent" in attrs:
-                        out.append(now - float(attrs["sent"]))
+                        sent = float(attrs["sent"])
+                        out.append(now - sent)
+                        # where it went: to entitlement's deduction (the entry's time), to the relay's
+                        # send (the record's timestamp), to being read here
+                        deducted = datetime.fromisoformat(doc["time"]).timestamp()
+                        self.parts.append((sent, deducted - sent, r.timestamp / 1000 - deducted,
+                                           now - r.timestamp / 1000))
 
 
 async def setup_orgs(bootstrap: str, dsn: str, orgs: list[str]) -> None:
@@ -387,6 +395,22 @@ def pids_cpu_s(pids: list[int]) -> dict[int, float]:
     return out
 
 
+def latency_parts(parts: list[tuple[float, float, float, float]]) -> str:
+    """p50/p99 of each leg (produce -> entitlement's deduction -> the relay's send -> read), and the
+    worst latency in each 5 s of the run (a periodic stall shows as a pattern)."""
+    legs = []
+    for i, name in ((1, "to deduction"), (2, "to relay send"), (3, "to read")):
+        v = sorted(p[i] for p in parts)
+        legs.append(f"{name} p50 {percentile(v, 0.5) * 1000:,.0f} / p99 {percentile(v, 0.99) * 1000:,.0f} ms")
+    t0 = min(p[0] for p in parts)
+    worst: dict[int, float] = {}
+    for p in parts:
+        w = int((p[0] - t0) // 5)
+        worst[w] = max(worst.get(w, 0.0), p[1] + p[2] + p[3])
+    return "legs: " + "; ".join(legs) + "\n   worst per 5 s (ms): " + " ".join(
+        f"{worst[w] * 1000:.0f}" for w in sorted(worst))
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
@@ -462,6 +486,8 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
             print(f"3. latency at {args.rate:,}/s for {args.seconds:.0f} s ({sent:,} events): "
                   + ", ".join(f"{k} {v:,.0f} ms" for k, v in res.latency.items())
                   + (f" — {res.latency_note}" if res.latency_note else ""), flush=True)
+            if args.batches and watch.parts:
+                print("   " + latency_parts(watch.parts), flush=True)
 
         for p in procs:
             assert p.proc is not None
