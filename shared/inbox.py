@@ -15,14 +15,16 @@ async def claim(conn: asyncpg.Connection, stream: str, message_ids: Sequence[str
     """
     if not message_ids:
         return set()
-    rows = await conn.fetch(
-        """INSERT INTO inbox (stream, message_id)
-           SELECT $1, id FROM unnest($2::text[]) AS t(id)
-           ON CONFLICT DO NOTHING RETURNING message_id""",
-        stream,
-        list(dict.fromkeys(message_ids)),
+    unique = list(dict.fromkeys(message_ids))
+    # The usual batch has no repeat: then one NULL comes back instead of every key as a row.
+    new = await conn.fetchval(
+        """WITH ins AS (INSERT INTO inbox (stream, message_id)
+                        SELECT $1, id FROM unnest($2::text[]) AS t(id)
+                        ON CONFLICT DO NOTHING RETURNING message_id)
+           SELECT CASE WHEN count(*) = $3 THEN NULL ELSE coalesce(array_agg(message_id), '{}') END FROM ins""",
+        stream, unique, len(unique),
     )
-    return {r["message_id"] for r in rows}
+    return set(unique) if new is None else set(new)
 
 
 async def claim_one(conn: asyncpg.Connection, stream: str, message_id: str) -> bool:
