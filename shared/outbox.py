@@ -39,26 +39,28 @@ async def add(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> None:
 Row = tuple[str, str, str, bytes]  # (event id, topic, key, payload): an event already encoded
 
 
-async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row]) -> None:
+async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row], *, also: str = "",
+                   args: Sequence[Any] = ()) -> None:
     """`add` for events the caller encoded itself (entitlement keeps the same bytes in its ledger).
-    Call it last in the transaction (or just before what must also be in commit order, as
-    entitlement's ledger rows): from here to commit, the schema's other writers of the outbox wait
-    (that is what keeps the log in commit order)."""
+    Call it last in the transaction: from here to commit, the schema's other writers of the outbox
+    wait (that is what keeps the log in commit order).
+
+    One round trip: the schema's append lock (held to commit), then the rows, and a NOTIFY
+    (delivered at commit) on the schema's channel. `also`: further inserts whose serial numbers
+    must be in commit order too, as CTEs that join `lock` (so they run after it) and take their
+    values from `args` ($5 on); entitlement's ledger rows are one."""
     if not rows:
         return
-    await conn.execute(_APPEND_LOCK)
-    # One round trip: the rows and a NOTIFY (delivered at commit) on the schema's channel.
-    await conn.execute(
-        """WITH ins AS (
-               INSERT INTO outbox (event_id, topic, key, payload)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]))
-           SELECT pg_notify('outbox_' || current_schema(), '')""",
-        *map(list, zip(*rows, strict=True)),
-    )
+    await conn.execute(_APPEND.format(also=also), *map(list, zip(*rows, strict=True)), *args)
 
 
-# Held from the rows' seq to commit (a transaction lock), per schema: appends happen in commit order.
-_APPEND_LOCK = "SELECT pg_advisory_xact_lock(hashtext('outbox-append:' || current_schema()))"
+# The lock is a transaction lock per schema, taken before any row gets its seq: an insert joins the
+# one-row `lock`, so it produces no row (and calls no nextval) before the lock is held. Appends
+# therefore happen in commit order (tests/component/test_outbox_log.py).
+_APPEND = """WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext('outbox-append:' || current_schema()))),
+     ins AS (INSERT INTO outbox (event_id, topic, key, payload)
+             SELECT v.* FROM lock, unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS v){also}
+SELECT pg_notify('outbox_' || current_schema(), '')"""
 
 
 REPUBLISHED = "republish"  # the NOTIFY payload of a re-published row: the relay reads those first

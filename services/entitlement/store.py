@@ -271,9 +271,9 @@ async def emit(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> None:
     """Write events to the outbox, and the ledger's also to the ledger table, serialised once:
     the ledger row's `data` is cut from the outbox payload (see `data_of`).
 
-    The outbox first: its append lock, held to commit, then also keeps the ledger's `seq` (the
-    `GET .../ledger?after=` cursor) in commit order, so a reader paging after a seq never misses a
-    row that commits later below it."""
+    The ledger rows are inserted by the outbox's own statement, after its append lock: the lock,
+    held to commit, then also keeps the ledger's `seq` (the `GET .../ledger?after=` cursor) in
+    commit order, so a reader paging after a seq never misses a row that commits later below it."""
     rows: list[outbox.Row] = []
     ledger: list[tuple[str, str, str | None, str, datetime, bytes]] = []
     for e in events:
@@ -283,15 +283,17 @@ async def emit(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> None:
         if topic == topics.LEDGER:
             resource = e.data.get("resource") if isinstance(e, Encoded) else getattr(e.data, "resource", None)
             ledger.append((e.id, e.subject, resource, e.type, e.time, data_of(e, payload)))
-    await outbox.add_rows(conn, rows)
-    if ledger:
-        await conn.execute(
-            """INSERT INTO ledger (event_id, org_id, resource, type, time, data)
-               SELECT e, o, r, t, ts, convert_from(d, 'UTF8')::json
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bytea[])
-                    AS v(e, o, r, t, ts, d)""",
-            *map(list, zip(*ledger, strict=True)),
-        )
+    if not ledger:
+        await outbox.add_rows(conn, rows)
+        return
+    await outbox.add_rows(conn, rows, also=_LEDGER_ROWS, args=list(map(list, zip(*ledger, strict=True))))
+
+
+_LEDGER_ROWS = """,
+     led AS (INSERT INTO ledger (event_id, org_id, resource, type, time, data)
+             SELECT e, o, r, t, ts, convert_from(d, 'UTF8')::json
+             FROM lock, unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::bytea[])
+                  AS v(e, o, r, t, ts, d))"""
 
 
 def data_of(event: Outgoing, payload: bytes) -> bytes:

@@ -51,6 +51,9 @@ async def test_a_writer_takes_its_seq_only_after_the_writer_before_it_committed(
             await wait_until(lambda: watcher.fetchval(
                 "SELECT wait_event_type = 'Lock' AND wait_event = 'advisory' FROM pg_stat_activity WHERE pid = $1",
                 pid), timeout=10, interval=0.02)
+            # and it has taken no seq yet (a sequence is not transactional: a seq taken shows at once)
+            first_seq = await first.fetchval("SELECT seq FROM outbox WHERE event_id = 'first'")
+            assert await watcher.fetchval("SELECT last_value FROM outbox_seq_seq") == first_seq
         finally:
             await watcher.close()
         assert not blocked.done()
@@ -81,8 +84,8 @@ async def test_a_writer_gone_quiet_in_its_transaction_does_not_stop_the_others(d
         try:
             await tx.commit()
             raise AssertionError("the quiet transaction committed")
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
-            pass  # ended by the server
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, ConnectionError):
+            pass  # ended by the server (InternalClientError: its FATAL read, its end of stream not yet)
         await pool.release(quiet)
     finally:
         pool.terminate()
