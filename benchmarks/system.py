@@ -196,27 +196,33 @@ async def reference(bootstrap: str, n: int, orgs: list[str]) -> float:
     return n / (t_end - t0)
 
 
+async def consumer_at_end(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A consumer of every partition of `topic`, from its current end (no group)."""
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await c.start()
+    parts = c.partitions_for_topic(topic)
+    if not parts:
+        await c._client.force_metadata_update()  # noqa: SLF001 - metadata of an unsubscribed topic
+        parts = c.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    c.assign(tps)
+    await c.seek_to_end(*tps)
+    for tp in tps:
+        await c.position(tp)
+    return c
+
+
 class LedgerWatch:
     """Reads aimis.ledger.v1 from its current end: counts usage entries, keeps latencies."""
 
     def __init__(self, bootstrap: str):
         self.bootstrap = bootstrap
         self.consumer: AIOKafkaConsumer | None = None
-        self.parts: list[tuple[float, float, float, float]] = []  # (sent, to deduction, to relay, to read) s
+        # (usage id, sent, entitlement's deduction, its relay's send, read), epoch seconds
+        self.parts: list[tuple[str, float, float, float, float]] = []
 
     async def start(self) -> None:
-        c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await c.start()
-        parts = c.partitions_for_topic(topics.LEDGER)
-        if not parts:
-            await c._client.force_metadata_update()  # noqa: SLF001 - metadata of an unsubscribed topic
-            parts = c.partitions_for_topic(topics.LEDGER) or set()
-        tps = [TopicPartition(topics.LEDGER, p) for p in sorted(parts)]
-        c.assign(tps)
-        await c.seek_to_end(*tps)
-        for tp in tps:
-            await c.position(tp)
-        self.consumer = c
+        self.consumer = await consumer_at_end(self.bootstrap, topics.LEDGER)
 
     async def stop(self) -> None:
         if self.consumer is not None:
@@ -258,8 +264,7 @@ class LedgerWatch:
                         # where it went: to entitlement's deduction (the entry's time), to the relay's
                         # send (the record's timestamp), to being read here
                         deducted = datetime.fromisoformat(doc["time"]).timestamp()
-                        self.parts.append((sent, deducted - sent, r.timestamp / 1000 - deducted,
-                                           now - r.timestamp / 1000))
+                        self.parts.append((doc["data"]["usage_id"], sent, deducted, r.timestamp / 1000, now))
 
 
 async def setup_orgs(bootstrap: str, dsn: str, orgs: list[str]) -> None:
@@ -395,18 +400,56 @@ def pids_cpu_s(pids: list[int]) -> dict[int, float]:
     return out
 
 
-def latency_parts(parts: list[tuple[float, float, float, float]]) -> str:
-    """p50/p99 of each leg (produce -> entitlement's deduction -> the relay's send -> read), and the
-    worst latency in each 5 s of the run (a periodic stall shows as a pattern)."""
+class DeductionWatch:
+    """Reads aimis.metering.deductions.v1 from its current end in the background: for each usage
+    id, when metering's batch took it (`received_at`) and when its relay sent it (the record's
+    timestamp). For the latency's legs only (--batches)."""
+
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+        self.seen: dict[str, tuple[float, float]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        c = await consumer_at_end(self.bootstrap, topics.DEDUCTIONS)
+
+        async def read() -> None:
+            try:
+                while True:
+                    for records in (await c.getmany(timeout_ms=100, max_records=5000)).values():
+                        for r in records:
+                            data = json.loads(r.value)["data"]
+                            received = datetime.fromisoformat(data["received_at"]).timestamp()
+                            self.seen[data["usage_id"]] = (received, r.timestamp / 1000)
+            finally:
+                await c.stop()
+
+        self.task = asyncio.create_task(read())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+def latency_parts(parts: list[tuple[str, float, float, float, float]], metering: dict[str, tuple[float, float]]) -> str:
+    """p50/p99 of each leg (produce -> metering's batch -> its relay's send -> entitlement's deduction
+    -> its relay's send -> read), and the worst latency in each 5 s of the run (a periodic stall
+    shows as a pattern)."""
+    rows = [(sent, *metering[u], deducted, relayed, read) for u, sent, deducted, relayed, read in parts
+            if u in metering]
     legs = []
-    for i, name in ((1, "to deduction"), (2, "to relay send"), (3, "to read")):
-        v = sorted(p[i] for p in parts)
-        legs.append(f"{name} p50 {percentile(v, 0.5) * 1000:,.0f} / p99 {percentile(v, 0.99) * 1000:,.0f} ms")
-    t0 = min(p[0] for p in parts)
+    names = ("to metering's batch", "to its relay's send", "to entitlement's deduction", "to its relay's send",
+             "to read")
+    for i, name in enumerate(names):
+        v = sorted(r[i + 1] - r[i] for r in rows)
+        if v:
+            legs.append(f"{name} p50 {percentile(v, 0.5) * 1000:,.0f} / p99 {percentile(v, 0.99) * 1000:,.0f} ms")
+    t0 = min(p[1] for p in parts)
     worst: dict[int, float] = {}
     for p in parts:
-        w = int((p[0] - t0) // 5)
-        worst[w] = max(worst.get(w, 0.0), p[1] + p[2] + p[3])
+        w = int((p[1] - t0) // 5)
+        worst[w] = max(worst.get(w, 0.0), p[4] - p[1])
     return "legs: " + "; ".join(legs) + "\n   worst per 5 s (ms): " + " ".join(
         f"{worst[w] * 1000:.0f}" for w in sorted(worst))
 
@@ -465,6 +508,9 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
               + ", ".join(f"{k} {v:,.0f} ms" for k, v in res.cpu_ms_per_1k.items()), flush=True)
 
         if not args.skip_latency:
+            deductions = DeductionWatch(bootstrap)
+            if args.batches:
+                await deductions.start()
             q2: mp.Queue[int] = ctx.Queue()
             pp = ctx.Process(target=_produce_paced, args=(bootstrap, orgs, args.rate, args.seconds, q2), daemon=True)
             pp.start()
@@ -476,6 +522,7 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
             waiter = asyncio.create_task(wait_count())
             lat = sorted(await watch.latencies(expected, timeout_s=60))
             await waiter
+            await deductions.stop()
             pp.join(timeout=60)
             sent = expected.result()
             if lat:
@@ -487,7 +534,7 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
                   + ", ".join(f"{k} {v:,.0f} ms" for k, v in res.latency.items())
                   + (f" — {res.latency_note}" if res.latency_note else ""), flush=True)
             if args.batches and watch.parts:
-                print("   " + latency_parts(watch.parts), flush=True)
+                print("   " + latency_parts(watch.parts, deductions.seen), flush=True)
 
         for p in procs:
             assert p.proc is not None
