@@ -68,6 +68,9 @@ class OrdersCatchUp:
         self.ready = asyncio.Event()
         self._offsets_consumer: AIOKafkaConsumer | None = None
         self._offsets_lock = asyncio.Lock()
+        # Organisations read from known_orgs: an agreement once recorded stays recorded (nothing
+        # deletes from known_orgs), so a batch of known orgs needs no query (issue 13).
+        self.known: set[str] = set()
 
     async def watch(self) -> None:
         while not self.ready.is_set():
@@ -124,7 +127,9 @@ class OrdersCatchUp:
     async def settled_known_orgs(self, pool: Any, orgs: set[str], wait_s: float) -> set[str]:
         """known_orgs for `orgs`. When some are missing, first make sure the agreements recorded
         before now have been read (at start-up: also those before start-up), then re-read."""
-        known = await store.known_orgs(pool, orgs)
+        if orgs <= self.known:
+            return set(orgs)
+        known = await self._known_orgs(pool, orgs)
         if known == orgs:
             return known
         ORDERS_WAITS.inc()
@@ -138,7 +143,19 @@ class OrdersCatchUp:
                 log.warning("orders topic not read up to now within %.0f s; deciding UNKNOWN_ORG anyway", STEADY_WAIT_S)
         except Exception as e:  # noqa: BLE001 - Kafka unreachable: decide on what is known
             log.warning("could not check the orders topic position: %r", e)
-        return await store.known_orgs(pool, orgs)
+        return await self._known_orgs(pool, orgs)
+
+    async def _known_orgs(self, pool: Any, orgs: set[str]) -> set[str]:
+        """`orgs` that known_orgs holds: those already read, and the rest read now (and kept)."""
+        prior = orgs & self.known
+        found = await store.known_orgs(pool, orgs - prior)
+        if len(self.known) + len(found) > MAX_KNOWN:
+            self.known.clear()  # bounded: past that many organisations, they are read again
+        self.known |= prior | found
+        return prior | found
+
+
+MAX_KNOWN = 100_000  # organisations kept in memory as known (a few MB)
 
 
 async def _partitions(bootstrap: str, options: dict[str, str]) -> list[int]:
