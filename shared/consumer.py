@@ -14,6 +14,10 @@ the same way for everyone:
         bad records -> inbox claim of their position -> rejection path returns events -> outbox
     commit; then the transport (shared/kafka.batch_consumer) commits the offsets.
 
+With claim="overlap" (entitlement's deductions) the policy gets the batch's first occurrences and
+a `Claim`: it sends the inbox claim, computes while PostgreSQL inserts the keys, and reads which
+events are new before it writes anything; its effects are those of the new events only.
+
 A policy returns events and never writes the outbox itself; it may change its own state through
 its store (inside the transaction it is given). Bad input never raises: it leaves through the
 rejection path, once per record even when its batch is redelivered.
@@ -44,7 +48,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import asyncpg
 from aiokafka import ConsumerRecord
@@ -185,8 +189,10 @@ class Subscription:
     key: Callable[[CloudEvent[Any]], str] = event_id
     # "first": claim before the policy, pass first occurrences only. "on_effect": pass each new
     # first occurrence alone and claim it only when the policy emitted something (a command that
-    # arrives early must not burn its id).
-    claim: Literal["first", "on_effect"] = "first"
+    # arrives early must not burn its id). "overlap": pass the batch's first occurrences with a
+    # `Claim` the policy sends itself and reads before it writes (it computes meanwhile); its
+    # effects are those of the new events only.
+    claim: Literal["first", "on_effect", "overlap"] = "first"
     lock: Lock | None = None  # inside the transaction, before the inbox claim
     check: Callable[[CloudEvent[Any]], tuple[str, str] | None] | None = None  # (reason, detail) when bad
     decode: Callable[[ConsumerRecord, datetime], Decoded] | None = None  # replaces the default decoder
@@ -361,6 +367,14 @@ class Consumer:
                 todo = await first_occurrences(conn, sub.stream, events, sub.key)
                 if todo:
                     out += await sub.policy(conn, todo, now)
+            elif sub.claim == "overlap":
+                claim = Claim(conn, sub.stream, _unique(events, sub.key), sub.key)
+                try:
+                    if claim.events:
+                        out += await cast(ClaimingPolicy, sub.policy)(conn, claim.events, now, claim)
+                finally:
+                    await claim.settle()
+                todo = claim.taken()
             else:
                 todo = []
                 for e in _unique(events, sub.key):
@@ -390,6 +404,50 @@ class Consumer:
             self.sub.rejects.committed(fresh_bad)
         if self.sub.after_commit is not None:
             self.sub.after_commit(tally)
+
+
+class Claim:
+    """The inbox claim of a batch's first occurrences, for a policy with claim="overlap": it sends
+    the claim (`send`), computes while PostgreSQL inserts the keys, then reads which events are new
+    (`new`) before it writes anything, and returns the effects of those only."""
+
+    def __init__(self, conn: asyncpg.Connection, stream: str, events: list[CloudEvent[Any]],
+                 key: Callable[[CloudEvent[Any]], str]):
+        self.conn, self.stream, self.events = conn, stream, events
+        self._keys = [key(e) for e in events]
+        self._task: asyncio.Future[set[str]] | None = None
+        self._new: list[CloudEvent[Any]] | None = None
+
+    async def send(self) -> None:
+        self._task = asyncio.ensure_future(inbox.claim(self.conn, self.stream, self._keys))
+        await asyncio.sleep(0)  # the claim's statement is written before the caller computes
+
+    async def new(self) -> list[CloudEvent[Any]]:
+        if self._task is None:
+            raise RuntimeError("Claim.send() first")
+        keys = await self._task
+        self._new = [e for e, k in zip(self.events, self._keys, strict=True) if k in keys]
+        return self._new
+
+    async def settle(self) -> None:
+        """Wait for a claim still running (the policy failed before reading it): a connection runs
+        one statement at a time, and the transaction must end after it."""
+        if self._task is not None and not self._task.done():
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def taken(self) -> list[CloudEvent[Any]]:
+        """The events claimed now. A policy that returned without reading its claim is a bug: raised
+        (the batch does not commit) rather than processing events unclaimed."""
+        if not self.events:
+            return []
+        if self._new is None:
+            raise RuntimeError("a claim='overlap' policy returned without reading its claim")
+        return self._new
+
+
+class ClaimingPolicy(Protocol):
+    def __call__(self, conn: asyncpg.Connection, events: list[CloudEvent[Any]], now: datetime,
+                 claim: Claim, /) -> Awaitable[Sequence[Outgoing]]: ...
 
 
 async def first_occurrences(

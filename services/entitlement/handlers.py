@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections import defaultdict
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ from contracts import topics
 from contracts.events import CloudEvent, models_on
 from services.entitlement import domain, store
 from services.entitlement.domain import Book, Counters, Deducted, Use
-from shared.consumer import DeadLetters, Subscription
+from shared.consumer import Claim, DeadLetters, Subscription
 from shared.service import Runtime
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def subscriptions(rt: Runtime) -> list[Subscription]:
     dead = DeadLetters(rt)
     return [
         Subscription(
-            topic=topics.DEDUCTIONS, accepts=(ev.DeductionRequestedData,), stream="usage",
+            topic=topics.DEDUCTIONS, accepts=(ev.DeductionRequestedData,), stream="usage", claim="overlap",
             key=usage_key, lock=h.lock_uses, policy=h.deductions, rejects=dead, emit=store.emit,
         ),
         Subscription(
@@ -85,18 +86,22 @@ class Handlers:
         await store.lock_balances(conn, {(e.data.org_id, e.data.resource) for e in events})
 
     async def deductions(self, conn: asyncpg.Connection, events: list[CloudEvent[Any]],
-                         now: datetime) -> list[ev.Outgoing]:
+                         now: datetime, claim: Claim | None = None) -> list[ev.Outgoing]:
+        """Deduct the uses. With `claim` (the consumer's claim="overlap"), `events` are the batch's
+        first occurrences and not yet claimed: the inbox claim runs in PostgreSQL while the
+        deduction runs here, on copies of the lots; when some turn out processed before, the
+        deduction is made again for the new ones only."""
         todo: list[ev.DeductionRequestedData] = [e.data for e in events]
         keys: set[tuple[str, str]] = {(u.org_id, u.resource) for u in todo}
         lots = await store.drawable_lots(conn, keys, now, self.grace)
-        books = {k: store.book_of(k[1], lots[k]) for k in keys}
         offline_orgs = {u.org_id for u in todo if u.resource == domain.AI and u.channel == "offline"}
         perpetual = await store.perpetual_since(conn, sorted(offline_orgs)) if offline_orgs else {}
-        outcomes = domain.deduct_batch(
-            books, [(u.org_id, Use(u.usage_id, u.resource, u.quantity, u.occurred_at, u.channel)) for u in todo],
-            now, self.grace, perpetual,
-        )
-        out = [e for u, o in zip(todo, outcomes, strict=True) for e in self._usage_events(u, o)]
+        if claim is not None:
+            await claim.send()
+        books, outcomes, out = self._deduct(todo, lots, now, perpetual)
+        if claim is not None and len(new := await claim.new()) < len(events):
+            todo = [e.data for e in new]
+            books, outcomes, out = self._deduct(todo, lots, now, perpetual)
         for (resource, outcome), n in collections.Counter(
                 (u.resource, "deducted" if isinstance(o, Deducted) else "rejected")
                 for u, o in zip(todo, outcomes, strict=True)).items():
@@ -110,6 +115,18 @@ class Handlers:
         ])
         await store.add_counters(conn, {k: b.counters for k, b in books.items()})
         return out
+
+    def _deduct(self, todo: list[ev.DeductionRequestedData], lots: dict[tuple[str, str], list[domain.Lot]],
+                now: datetime, perpetual: dict[str, datetime],
+                ) -> tuple[dict[tuple[str, str], Book], list[domain.Outcome], list[ev.Outgoing]]:
+        """The uses against books of copies of `lots` (which stay as read), and their ledger events."""
+        keys: set[tuple[str, str]] = {(u.org_id, u.resource) for u in todo}
+        books = {k: store.book_of(k[1], [replace(lot) for lot in lots[k]]) for k in keys}
+        outcomes = domain.deduct_batch(
+            books, [(u.org_id, Use(u.usage_id, u.resource, u.quantity, u.occurred_at, u.channel)) for u in todo],
+            now, self.grace, perpetual,
+        )
+        return books, outcomes, [e for u, o in zip(todo, outcomes, strict=True) for e in self._usage_events(u, o)]
 
     def _usage_events(self, u: ev.DeductionRequestedData, outcome: domain.Outcome) -> list[ev.Outgoing]:
         """The use's ledger event, then one arrears_offset per lot credited after it occurred that

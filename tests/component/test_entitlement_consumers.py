@@ -74,6 +74,46 @@ async def test_the_same_usage_id_is_deducted_once_per_org(rt, feeds):
     assert (counters["cloud_inspection"].arrears_recorded, counters["cloud_inspection"].arrears_offset) == (3, 0)
 
 
+async def test_a_batch_mixing_processed_and_new_uses_deducts_the_new_ones_from_the_lots_as_they_are(rt, feeds):
+    """The deduction runs while its inbox claim does (claim="overlap"), assuming every use is new:
+    when some were processed before, it is made again for the new ones from the lots as read. Had
+    the first pass drawn the repeat again, u-2 would find 4 left and owe 1 in arrears."""
+    d = feeds[topics.DEDUCTIONS]
+    await deliver(feeds[topics.ORDERS], ("org-a", paid("org-a", "o-a", lot_line(quantity=1000))))
+    await deliver(d, ("org-a", deduction("org-a", "u-1", 990)), ("org-a", deduction("org-a", "u-0", 3)))
+    await deliver(d, ("org-a", deduction("org-a", "u-1", 990)), ("org-a", deduction("org-a", "u-2", 5)),
+                  ("org-a", deduction("org-a", "u-0", 3)))
+    uses = [e for e in await d.outbox(topics.LEDGER) if e["type"] == "aimis.ledger.usage_deducted"]
+    assert sorted((e["data"]["usage_id"], e["data"]["arrears_quantity"]) for e in uses) == [
+        ("u-0", 0), ("u-1", 0), ("u-2", 0)]
+    counters = (await store.balance_counters(rt.pool, "org-a"))["cloud_inspection"]
+    assert (counters.drawn_by_usage, counters.arrears_recorded) == (998, 0)
+    (lot,) = await store.lots_of(rt.pool, "org-a")
+    assert lot.remaining == 2
+
+
+async def test_a_deduction_failing_while_its_claim_runs_is_isolated_and_the_others_take_effect(rt, feeds, monkeypatch):
+    """A deduction that fails for good after its claim was sent: the transaction still ends cleanly
+    (the claim's statement is waited for first), the use is dead-lettered, the others are billed."""
+    from services.entitlement import domain
+
+    original = domain.deduct_batch
+
+    def deduct_batch(books, uses, *args):  # type: ignore[no-untyped-def]
+        if any(u.usage_id == "u-bad" for _, u in uses):
+            raise ValueError("cannot deduct")
+        return original(books, uses, *args)
+
+    monkeypatch.setattr(domain, "deduct_batch", deduct_batch)
+    d = feeds[topics.DEDUCTIONS]
+    await deliver(d, ("org-a", deduction("org-a", "u-1")), ("org-b", deduction("org-b", "u-bad")),
+                  ("org-c", deduction("org-c", "u-3")))
+    assert sorted(e["subject"] for e in await d.outbox(topics.LEDGER)) == ["org-a", "org-c"]
+    assert [(e["subject"], e["data"]["reason"]) for e in await d.outbox(topics.ENTITLEMENT_DLQ)] == [
+        ("org-b", "UNPROCESSABLE")]
+    assert await rt.pool.fetchval("SELECT count(*) FROM inbox WHERE stream = 'usage'") == 2
+
+
 async def test_a_paid_order_with_a_bad_line_is_dead_lettered_whole_and_other_order_events_are_ignored(rt, feeds):
     o = feeds[topics.ORDERS]
     bad = paid("org-a", "o-1", lot_line(0), OrderLineData(line=1, sku="NOPE", price=Decimal("1.00")))
