@@ -73,7 +73,7 @@ async def ingest_usage(request: Request, _: UsageSender) -> IngestResponse:
     now = rt.clock.now()
     results = [domain.validate(item, now) for item in items]
     known = await request.app.state.orders_catch_up.settled_known_orgs(
-        rt.pool, domain.orgs_of(results), HTTP_CATCH_UP_WAIT_S
+        rt.pool, domain.orgs_of(results), HTTP_CATCH_UP_WAIT_S, remembered=False
     )
     results = [domain.check_org(x, known) for x in results]
 

@@ -124,12 +124,16 @@ class OrdersCatchUp:
             await self._offsets_consumer.stop()
             self._offsets_consumer = None
 
-    async def settled_known_orgs(self, pool: Any, orgs: set[str], wait_s: float) -> set[str]:
+    async def settled_known_orgs(self, pool: Any, orgs: set[str], wait_s: float, *,
+                                 remembered: bool = True) -> set[str]:
         """known_orgs for `orgs`. When some are missing, first make sure the agreements recorded
-        before now have been read (at start-up: also those before start-up), then re-read."""
-        if orgs <= self.known:
+        before now have been read (at start-up: also those before start-up), then re-read.
+        `remembered=False` asks the database even for organisations already read (HTTP ingestion:
+        it answers 503 when the database cannot be reached, SPEC 7.5, like every endpoint of ours
+        that reads it)."""
+        if remembered and orgs <= self.known:
             return set(orgs)
-        known = await self._known_orgs(pool, orgs)
+        known = await self._known_orgs(pool, orgs, remembered)
         if known == orgs:
             return known
         ORDERS_WAITS.inc()
@@ -143,11 +147,11 @@ class OrdersCatchUp:
                 log.warning("orders topic not read up to now within %.0f s; deciding UNKNOWN_ORG anyway", STEADY_WAIT_S)
         except Exception as e:  # noqa: BLE001 - Kafka unreachable: decide on what is known
             log.warning("could not check the orders topic position: %r", e)
-        return await self._known_orgs(pool, orgs)
+        return await self._known_orgs(pool, orgs, remembered)
 
-    async def _known_orgs(self, pool: Any, orgs: set[str]) -> set[str]:
+    async def _known_orgs(self, pool: Any, orgs: set[str], remembered: bool = True) -> set[str]:
         """`orgs` that known_orgs holds: those already read, and the rest read now (and kept)."""
-        prior = orgs & self.known
+        prior = orgs & self.known if remembered else set()
         found = await store.known_orgs(pool, orgs - prior)
         if len(self.known) + len(found) > MAX_KNOWN:
             self.known.clear()  # bounded: past that many organisations, they are read again

@@ -19,7 +19,8 @@ from tests.component.conftest import NOW, Feed, runtime
 class KnownOrgs:
     """Stands in for the orders catch-up: what is in known_orgs is all there is (no Kafka)."""
 
-    async def settled_known_orgs(self, pool: Any, orgs: set[str], wait_s: float) -> set[str]:
+    async def settled_known_orgs(self, pool: Any, orgs: set[str], wait_s: float, *,
+                                 remembered: bool = True) -> set[str]:
         return await store.known_orgs(pool, orgs)
 
 

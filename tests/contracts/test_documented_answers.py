@@ -240,7 +240,7 @@ async def test_every_documented_error_response_is_answered(name: str, database: 
     create, migrations, schema = APPS[name]
     dsn = await database.create(schema, migrations)
     monkeypatch.setattr(OrdersCatchUp, "settled_known_orgs",
-                        lambda self, pool, orgs, wait_s: metering_store.known_orgs(pool, orgs))
+                        lambda self, pool, orgs, wait_s, **_: metering_store.known_orgs(pool, orgs))
     settings = Settings(kafka_bootstrap="127.0.0.1:9", database_url=dsn, auth_secret=SECRET,
                         payment_webhook_secret=WEBHOOK_SECRET)
     app = create(settings, FixedClock(NOW))

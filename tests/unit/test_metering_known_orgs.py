@@ -59,3 +59,14 @@ async def test_the_memory_is_bounded(table: tuple[set[str], list[set[str]]], mon
         assert await catch_up.settled_known_orgs(None, {org}, wait_s=0) == {org}
     assert asked == [{"a"}, {"b"}, {"c"}, {"a"}]  # a third one made room: "a" is read again
     assert catch_up.known == {"a", "c"}
+
+
+async def test_http_ingestion_asks_the_database_every_time(table: tuple[set[str], list[set[str]]]) -> None:
+    """POST /v1/usage answers 503 when PostgreSQL is down (SPEC 7.5): it does not answer from memory."""
+    _, asked = table
+    catch_up = handlers.OrdersCatchUp(rt=None)  # type: ignore[arg-type]
+    for _ in range(2):
+        assert await catch_up.settled_known_orgs(None, {"a"}, wait_s=0, remembered=False) == {"a"}
+    assert asked == [{"a"}, {"a"}]
+    assert await catch_up.settled_known_orgs(None, {"a"}, wait_s=0) == {"a"}  # the consumer's: from memory
+    assert asked == [{"a"}, {"a"}]
