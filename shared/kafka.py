@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -25,6 +25,9 @@ from shared import observability as obs
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[None]]
+
+ACK_TIMEOUT_S = 60.0  # the longest a publish waits for Kafka's acknowledgements (ProducerPublisher)
+STOP_S = 10.0  # the longest a producer's stop waits to deliver what it holds, then drops it
 
 
 def make_broker(bootstrap: str, client_id: str, options: dict[str, str] | None = None, **kw: Any) -> KafkaBroker:
@@ -155,15 +158,29 @@ _HEADERS = [("content-type", b"application/cloudevents+json")]
 Row = tuple[str, bytes, bytes]  # (topic, key, value)
 
 
+class PublishTimeout(KafkaTimeoutError):  # type: ignore[misc]  # aiokafka is untyped
+    """Kafka did not acknowledge a publish within the publisher's `ack_timeout_s`: transient (the
+    relay sends the rows again, with a new producer)."""
+
+
 class ProducerPublisher:
     """The outbox relay's publish function: a plain idempotent aiokafka producer (acks=all, key =
     org_id, the default partitioner). The relay is on every service's hot path, so a drained
     batch goes out as one record batch per partition (`create_batch`/`send_batch`): no per-record
     future, partitioner call or accumulator lookup, which `send` costs for each record (and
-    FastStream's `broker.publish` about twice that)."""
+    FastStream's `broker.publish` about twice that).
 
-    def __init__(self, bootstrap: str, client_id: str, options: dict[str, str] | None = None):
+    A publish waits at most `ack_timeout_s` for Kafka's acknowledgements (Java's producer has
+    `delivery.timeout.ms` for this; aiokafka has no bound: its idempotent producer retries a
+    retriable refusal, such as NOT_ENOUGH_REPLICAS, for ever, so one wedged producer would hold the
+    relay, and every deduction behind it, for good). Past it the producer is dropped with what it
+    still holds and the publish raises `PublishTimeout`; the rows are still in the outbox, and the
+    relay sends them again with a new producer (consumers' inboxes make a repeat a no-op)."""
+
+    def __init__(self, bootstrap: str, client_id: str, options: dict[str, str] | None = None, *,
+                 ack_timeout_s: float = ACK_TIMEOUT_S, stop_s: float = STOP_S):
         self.bootstrap, self.client_id, self.options = bootstrap, client_id, options or {}
+        self.ack_timeout_s, self.stop_s = ack_timeout_s, stop_s
         self.producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
         self._slots: dict[tuple[bytes, int], int] = {}  # (key, partition count) -> partition index
@@ -179,19 +196,24 @@ class ProducerPublisher:
     async def stop(self) -> None:
         producer, self.producer = self.producer, None
         if producer is not None:
-            await producer.stop()
+            await _close(producer, self.stop_s)
 
     async def __call__(self, rows: Sequence[Row]) -> None:
         """Publish `rows`, in their order within each partition; return when Kafka acknowledged
-        all of them (raise when any failed). After a failure the producer is replaced: an idempotent
-        producer whose batch was refused keeps a sequence the broker no longer accepts
-        (OutOfOrderSequenceNumber on every later send); a new one starts a new sequence."""
+        all of them (raise when any failed, or when not all were within `ack_timeout_s`). After a
+        failure the producer is replaced: an idempotent producer whose batch was refused keeps a
+        sequence the broker no longer accepts (OutOfOrderSequenceNumber on every later send); a new
+        one starts a new sequence."""
         if self.producer is None:
             await self.start()
         try:
-            await self._publish(rows)
-        except Exception:
+            await asyncio.wait_for(self._publish(rows), self.ack_timeout_s)
+        except TimeoutError:
             await self.stop()  # the next call starts a new producer
+            raise PublishTimeout(f"Kafka acknowledged not all of {len(rows)} records within "
+                                 f"{self.ack_timeout_s:g} s; the producer was replaced") from None
+        except Exception:
+            await self.stop()
             raise
 
     async def _publish(self, rows: Sequence[Row]) -> None:
@@ -220,7 +242,13 @@ class ProducerPublisher:
                 acks.append(await producer.send(topic, value, key=key, partition=partition, headers=_HEADERS))
             if batch.record_count():
                 acks.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*acks)
+        if acks:
+            for ack in acks:  # read its failure even when no one waits any more (a timeout)
+                ack.add_done_callback(_retrieve)
+            # `wait`, not `gather`: a timeout must not cancel the producer's own batch futures
+            await asyncio.wait(acks)
+        for ack in acks:
+            ack.result()  # the first failure, raised
 
     def _partition(self, key: bytes, partitions: list[int]) -> int:
         """The default partitioner's choice (murmur2 of the key), as every producer of the topic
@@ -232,6 +260,28 @@ class ProducerPublisher:
                 self._slots.clear()
             index = self._slots[slot] = partitions.index(self._partitioner(key, partitions, partitions))
         return partitions[index]
+
+
+def _retrieve(f: asyncio.Future[Any]) -> None:
+    if not f.cancelled():
+        f.exception()
+
+
+async def _close(producer: AIOKafkaProducer, wait_s: float) -> None:
+    """Stop `producer`: it first delivers what it holds, for at most `wait_s`; what it could not
+    deliver by then (it would retry for ever) is failed and dropped. What the relay publishes is
+    still in the outbox, so nothing is lost by dropping it."""
+    stopping = asyncio.ensure_future(producer.stop())
+    if not (await asyncio.wait([stopping], timeout=wait_s))[0]:
+        log.warning("a Kafka producer could not deliver what it held within %g s; dropped", wait_s)
+        # aiokafka has no public way to drop what a producer cannot deliver: end its sender (the
+        # retries), which lets `stop` close the client, then fail the batches it kept (their waiters
+        # end, the flush `stop` started among them)
+        producer._sender.sender_task.cancel()  # noqa: SLF001
+        await stopping
+        producer._message_accumulator.fail_all(KafkaTimeoutError("the producer was dropped"))  # noqa: SLF001
+    else:
+        stopping.result()
 
 
 async def publish_events(broker: KafkaBroker, events: Sequence[CloudEvent[Any]]) -> None:

@@ -53,6 +53,7 @@ class Replicated:
     """Every service twice; `procs[name]` lists its replicas, the first one's URL serves the API."""
 
     cluster: Cluster
+    dsn: str = ""  # the services' database
     procs: dict[str, list[ServiceProcess]] = field(default_factory=dict)
 
     @property
@@ -116,7 +117,7 @@ async def _replicas(cluster: Cluster, dsn: str) -> AsyncIterator[Replicated]:
         "AIMIS_KAFKA_MIN_ISR": "2",
         "AIMIS_LOG_LEVEL": "WARNING",
     }
-    stack = Replicated(cluster)
+    stack = Replicated(cluster, dsn)
     try:
         for s in SERVICES:
             stack.procs[s] = [
@@ -133,7 +134,14 @@ async def _replicas(cluster: Cluster, dsn: str) -> AsyncIterator[Replicated]:
             for p in ps:
                 p.stop()
         for log in sorted(logs.glob("*.log")):
-            errors = [line for line in log.read_text(errors="replace").splitlines() if '"ERROR"' in line][-3:]
-            if errors:
-                print(f"\n[{log.stem} errors]", *errors, sep="\n  ")
-        shutil.rmtree(logs, ignore_errors=True)
+            lines = log.read_text(errors="replace").splitlines()
+            errors = [line for line in lines if '"ERROR"' in line][-3:]
+            # our own code's warnings and errors (the brokers' comings and goings fill aiokafka's)
+            ours = [line for line in lines if any(f'"{level}"' in line for level in ("CRITICAL", "ERROR", "WARNING"))
+                    and '"logger": "aiokafka' not in line][-8:]
+            if errors or ours:
+                print(f"\n[{log.stem} errors]", *dict.fromkeys(errors + ours), sep="\n  ")
+        if not os.environ.get("KEEP_CLUSTER_LOGS"):
+            shutil.rmtree(logs, ignore_errors=True)
+        else:
+            print(f"\n[cluster] service logs kept in {logs}")

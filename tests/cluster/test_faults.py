@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from datetime import timedelta
 
+import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from contracts import topics
@@ -24,6 +28,7 @@ from tests.e2e.helpers import assert_conservation, iso, now, of_kind, usage
 pytestmark = pytest.mark.cluster
 
 USES, ORGS, CHUNK = 20_000, 50, 500
+WAIT_S = 300  # all deducted ~30 s after the first produce here; more is a hang, to diagnose
 
 
 async def send_all(replicated: Replicated, records: list[tuple[str, bytes]], faults: dict[int, object]) -> int:
@@ -54,6 +59,7 @@ async def send_all(replicated: Replicated, records: list[tuple[str, bytes]], fau
     return resent
 
 
+@pytest.mark.timeout(WAIT_S + 300)  # the wait fails first, and says where the uses stopped
 async def test_every_use_takes_effect_once_through_broker_and_replica_kills(replicated: Replicated) -> None:
     admin = replicated.admin
     run = uuid.uuid4().hex[:6]
@@ -91,7 +97,11 @@ async def test_every_use_takes_effect_once_through_broker_and_replica_kills(repl
                 return False
         return True
 
-    await until(done, timeout=600, what="every use deducted")
+    try:
+        await until(done, timeout=WAIT_S, what="every use deducted")
+    except AssertionError:
+        print(await diagnose(replicated, orgs, expected), flush=True)
+        raise
     print(f"[faults] all deducted {time.monotonic() - started:.0f} s after the first produce")
 
     by_org: dict[str, set[str]] = {o: set() for o in orgs}
@@ -118,3 +128,59 @@ async def until(cond, timeout: float, what: str) -> None:  # type: ignore[no-unt
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached within {timeout:.0f} s: {what}")
         await asyncio.sleep(1.0)
+
+
+async def diagnose(replicated: Replicated, orgs: list[str], expected: Counter[tuple[str, str]]) -> str:
+    """Where the uses stopped, when they did not all arrive: what each organisation lacks, each
+    outbox's rows by state, and how far each consumer group has committed on each partition."""
+    lines = ["[faults] not every use was deducted:"]
+    short = []
+    for o in orgs:
+        res = replicated.admin.balances(o)["resources"]
+        short += [f"{o}/{r} {res[r]['used']}/{expected[(o, r)]}" for r in ("cloud_inspection", "ai_review")
+                  if res[r]["used"] != expected[(o, r)]]
+    lines.append(f"  short ({len(short)}): " + ", ".join(short[:20]))
+    for ps in replicated.procs.values():
+        for p in ps:
+            if p.proc is not None and p.proc.poll() is None:
+                lines.append(f"  {p.label} /readyz: {await asyncio.to_thread(_readyz, p.url)}")
+    conn = await asyncpg.connect(replicated.dsn)
+    try:
+        for schema in ("metering", "entitlement"):
+            states = await conn.fetch(f"SELECT state, count(*) AS n, min(seq) AS first, max(seq) AS last"
+                                      f" FROM {schema}.outbox_state GROUP BY state ORDER BY state")
+            cursor = await conn.fetchval(f"SELECT sent_upto FROM {schema}.outbox_cursor")
+            lines.append(f"  {schema} outbox cursor {cursor}: " + "; ".join(
+                f"{r['state']} {r['n']} (seq {r['first']}-{r['last']})" for r in states))
+        activity = await conn.fetch("SELECT application_name, state, wait_event_type, wait_event,"
+                                    " now() - xact_start AS xact, left(query, 80) AS query FROM pg_stat_activity"
+                                    " WHERE application_name LIKE 'aimis-%' AND state <> 'idle'")
+        lines += [f"  pg: {dict(r)}" for r in activity]
+    finally:
+        await conn.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=replicated.cluster.bootstrap, **replicated.cluster.options("admin"))
+    ends_of = AIOKafkaConsumer(bootstrap_servers=replicated.cluster.bootstrap, **replicated.cluster.options("admin"))
+    await admin.start()
+    await ends_of.start()
+    try:
+        for group, topic in (("aimis-metering", topics.USAGE), ("aimis-entitlement", topics.DEDUCTIONS)):
+            [desc] = await admin.describe_topics([topic])
+            tps = [TopicPartition(topic, p["partition"]) for p in desc["partitions"]]
+            ends = await ends_of.end_offsets(tps)
+            committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+            lag = {tp.partition: ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps}
+            lines.append(f"  {group} on {topic}, lag by partition: {lag}")
+    finally:
+        await ends_of.stop()
+        await admin.close()
+    return "\n".join(lines)
+
+
+def _readyz(url: str) -> str:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=10) as r:
+            return r.read().decode()[:500]
+    except urllib.error.HTTPError as e:
+        return f"{e.code} {e.read().decode()[:500]}"
+    except OSError as e:
+        return repr(e)

@@ -1,0 +1,51 @@
+"""The relay's publisher never waits for good on Kafka's acknowledgement (issue 13: in the cluster
+fault test the deductions once stopped for minutes). aiokafka's idempotent producer retries a
+retriable failure for ever, such as a broker it cannot reach: here the only broker is stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from shared.kafka import ProducerPublisher, PublishTimeout
+from tests.support.infra import local_infra
+from tests.support.kafka import TopicReader
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_publish_kafka_does_not_acknowledge_fails_in_bounded_time_and_a_new_producer_sends_the_next():
+    with local_infra() as infra:  # a private broker: this test stops it
+        topic = f"t-acks-{uuid.uuid4().hex[:8]}"
+        admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+        finally:
+            await admin.close()
+        assert infra.stop_kafka is not None and infra.start_kafka is not None
+        pub = ProducerPublisher(infra.bootstrap, "t-acks", ack_timeout_s=2.0, stop_s=1.0)
+        await pub.start()
+        try:
+            await pub([(topic, b"org-1", b'{"n": 0}')])  # connected, the topic's leader known
+            first = pub.producer
+            await asyncio.to_thread(infra.stop_kafka)
+            started = time.monotonic()
+            with pytest.raises(PublishTimeout):
+                # the outer bound only keeps a regression from hanging the suite
+                await asyncio.wait_for(pub([(topic, b"org-1", b'{"n": 1}')]), timeout=30)
+            took = time.monotonic() - started
+            assert took < 10, f"the publish failed only after {took:.1f} s"
+            assert pub.producer is None, "the producer that held the unacknowledged records was kept"
+
+            await asyncio.to_thread(infra.start_kafka)
+            async with TopicReader(infra.bootstrap, topic, from_beginning=True) as reader:
+                await asyncio.wait_for(pub([(topic, b"org-1", b'{"n": 2}')]), timeout=60)
+                assert pub.producer is not None and pub.producer is not first
+                await reader.wait_for(lambda e: e == {"n": 2})
+        finally:
+            await pub.stop()
