@@ -107,13 +107,11 @@ class Handlers:
                 for u, o in zip(todo, outcomes, strict=True)).items():
             DEDUCTIONS.labels(resource, outcome).inc(n)  # once per batch, not per use
         changed = [b.lots[i] for b in books.values() for i in b.touched]
-        await store.save_remaining(conn, changed)
-        await store.insert_arrears(conn, [
+        await store.save_deductions(conn, changed, [
             (u.usage_id, u.org_id, u.resource, u.occurred_at, o.arrears_quantity,
              o.arrears_quantity - sum(d.quantity for d in o.offsets))
             for u, o in zip(todo, outcomes, strict=True) if isinstance(o, Deducted) and o.arrears_quantity
-        ])
-        await store.add_counters(conn, {k: b.counters for k, b in books.items()})
+        ], {k: b.counters for k, b in books.items()})
         return out
 
     def _deduct(self, todo: list[ev.DeductionRequestedData], lots: dict[tuple[str, str], list[domain.Lot]],

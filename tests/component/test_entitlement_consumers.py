@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import pytest
 
 from contracts import topics
@@ -145,3 +147,42 @@ async def test_expire_lot_waits_for_the_late_usage_grace_and_an_early_command_do
     expired = [e for e in await c.outbox(topics.LEDGER) if e["type"] == "aimis.ledger.lot_expired"]
     assert [(e["data"]["lot_id"], e["data"]["forfeited"]) for e in expired] == [("o-1.0", 1000)]
     assert (await store.balance_counters(rt.pool, "org-a"))["cloud_inspection"].forfeited == 1000
+
+
+async def test_a_balance_row_another_transaction_is_creating_is_waited_for_then_locked(rt):
+    """lock_balances locks the rows that exist in one statement, and inserts the missing ones
+    first: a row another transaction is creating is waited for, then held, never passed by."""
+    key = ("org-new", "cloud_inspection")
+    async with rt.pool.acquire() as first, rt.pool.acquire() as second, rt.pool.acquire() as third:
+        t1 = first.transaction()
+        await t1.start()
+        await store.lock_balances(first, [key])  # creates the row: uncommitted
+        t2 = second.transaction()
+        await t2.start()
+        waiting = asyncio.ensure_future(store.lock_balances(second, [key, ("org-old", "ai_review")]))
+        done, _ = await asyncio.wait([waiting], timeout=0.5)
+        assert not done, "the second transaction went on while the first was creating the row"
+        await t1.commit()
+        await asyncio.wait_for(waiting, timeout=5)
+        # the second now holds the row: a third cannot take it
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            async with third.transaction():
+                await third.execute("SELECT 1 FROM balances WHERE org_id = $1 AND resource = $2 FOR UPDATE NOWAIT",
+                                    *key)
+        await t2.commit()
+        assert await third.fetchval("SELECT count(*) FROM balances WHERE org_id IN ('org-new', 'org-old')") == 2
+
+
+async def test_existing_balance_rows_are_locked_by_one_statement(rt):
+    keys = [("org-x", "cloud_inspection"), ("org-y", "ai_review")]
+    async with rt.pool.acquire() as conn:
+        async with conn.transaction():
+            await store.lock_balances(conn, keys)  # creates them
+        statements = []
+        conn.add_query_logger(lambda q: statements.append(q.query))
+        async with conn.transaction():
+            await store.lock_balances(conn, keys)
+            held = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'transactionid'")
+        assert [q for q in statements if "balances" in q] == [store._LOCK_BALANCES], statements
+        assert held == 1  # its row locks: the transaction took an id (nothing else wrote)
