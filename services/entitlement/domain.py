@@ -61,11 +61,17 @@ class Lot:
 
     def order_key(self) -> tuple[datetime, datetime, str, int, str]:
         """Expiring first, then credited first, then the smaller lot_id `{order_id}.{line}` with
-        its line compared as a number (line 2 before line 10)."""
-        order, _, line = self.lot_id.rpartition(".")
-        if order and line.isdigit():
-            return (self.expires_at, self.credited_at, order, int(line), "")
-        return (self.expires_at, self.credited_at, self.lot_id, -1, "")
+        its line compared as a number (line 2 before line 10). Computed once per lot (none of
+        these fields changes once the lot exists): every use of a batch sorts the same lots."""
+        key = self.__dict__.get("_order_key")
+        if key is None or key[0] is not self.expires_at or key[1] is not self.credited_at:
+            order, _, line = self.lot_id.rpartition(".")
+            if order and line.isdigit():
+                key = (self.expires_at, self.credited_at, order, int(line), "")
+            else:
+                key = (self.expires_at, self.credited_at, self.lot_id, -1, "")
+            self.__dict__["_order_key"] = key
+        return key
 
     def drawable(self, occurred_at: datetime, now: datetime, grace: timedelta) -> bool:
         """Valid at the use's time, and not yet forfeited (nor past the grace after expiry)."""
@@ -180,15 +186,19 @@ def allocate(lots: list[Lot], use: Use, now: datetime, grace: timedelta, *,
     """Plan which lots cover `use` (expiring first); returns the draws and what no lot covers.
     `later`: the lots credited after the use occurred instead (still within their grace), which
     offset its arrears at once."""
-    need = use.quantity
+    need, at = use.quantity, use.occurred_at
+    if later:
+        eligible = [lot for lot in lots if lot.offsets_late(at, now, grace)]
+    else:
+        eligible = [lot for lot in lots if lot.drawable(at, now, grace)]
+    if len(eligible) > 1:  # one per batch and lot, not per use: the key is kept on the lot
+        eligible.sort(key=Lot.order_key)
     draws: list[Draw] = []
-    eligible = (l.offsets_late(use.occurred_at, now, grace) if later else l.drawable(use.occurred_at, now, grace)
-                for l in lots)
-    for lot in sorted((l for l, ok in zip(lots, eligible, strict=True) if ok), key=Lot.order_key):
+    for lot in eligible:
         if need == 0:
             break
         take = min(need, lot.remaining)
-        draws.append(Draw(lot.lot_id, take, retention_until(use.occurred_at, lot.storage_years)))
+        draws.append(Draw(lot.lot_id, take, retention_until(at, lot.storage_years)))
         need -= take
     return draws, need
 

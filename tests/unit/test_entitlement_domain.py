@@ -348,3 +348,11 @@ def test_property_batch_result_equals_one_by_one(lots_by_org, use_list, now_days
     for k in books:
         assert batch_books[k].lots == single_books[k].lots
         assert batch_books[k].arrears == single_books[k].arrears
+
+
+def test_a_lot_keeps_its_order_key_and_follows_a_changed_expiry():
+    a, b = lot("o.2", 5), lot("o.10", 5)  # same expiry and credit: line 2 before line 10
+    assert sorted([b, a], key=Lot.order_key) == [a, b]
+    assert a.order_key() is a.order_key()  # computed once
+    b.expires_at = a.expires_at - timedelta(days=1)  # now b expires first
+    assert sorted([a, b], key=Lot.order_key) == [b, a]
