@@ -14,9 +14,9 @@ the same way for everyone:
         bad records -> inbox claim of their position -> rejection path returns events -> outbox
     commit; then the transport (shared/kafka.batch_consumer) commits the offsets.
 
-With claim="overlap" (entitlement's deductions) the policy gets the batch's first occurrences and
-a `Claim`: it sends the inbox claim, computes while PostgreSQL inserts the keys, and reads which
-events are new before it writes anything; its effects are those of the new events only.
+With claim="overlap" (entitlement's deductions, metering's usage) the policy gets the batch's first
+occurrences and a `Claim`: it sends the inbox claim, computes while PostgreSQL inserts the keys, and
+reads which events are new before it writes anything; its effects are those of the new events only.
 
 A policy returns events and never writes the outbox itself; it may change its own state through
 its store (inside the transaction it is given). Bad input never raises: it leaves through the

@@ -29,6 +29,7 @@ from services.metering.domain import Reason, Rejection, Usage
 from shared.consumer import (
     Accepted,
     Bad,
+    Claim,
     DeadLetters,
     Decoded,
     Subscription,
@@ -217,12 +218,23 @@ def usage(rt: Runtime, catch_up: OrdersCatchUp) -> Subscription:
             out.append(Bad(d.record, d.reason, d.detail, Refused(rej, counted)))
         return out
 
-    async def forward(conn: asyncpg.Connection, events: list[CloudEvent[Any]], now: datetime) -> list[Outgoing]:
-        """Policy: each new use becomes deduction_requested and counts in its hour."""
+    async def forward(conn: asyncpg.Connection, events: list[CloudEvent[Any]], now: datetime,
+                      claim: Claim | None = None) -> list[Outgoing]:
+        """Policy (claim="overlap"): each new use becomes deduction_requested and counts in its
+        hour. The requests are built while the inbox claim runs, then those of uses processed
+        before are dropped (a use's request depends on nothing but the use)."""
+        if claim is None:
+            raise TypeError("metering's usage policy claims its events itself (claim='overlap')")
+        await claim.send()
         uses = [_usage_of(e) for e in events]
+        out: list[Outgoing] = [u.deduction_event(rt.source, now) for u in uses]
+        if len(new := await claim.new()) < len(events):
+            kept = {id(e) for e in new}
+            uses, out = [u for u in uses if id(u.event) in kept], [o for u, o in zip(uses, out, strict=True)
+                                                                  if id(u.event) in kept]
         await store.add_hourly(conn, [u.org_id for u in uses], [u.resource for u in uses],
                                [u.occurred_at for u in uses], [u.quantity for u in uses], [0] * len(uses))
-        return [u.deduction_event(rt.source, now) for u in uses]
+        return out
 
     def counted(t: Tally) -> None:
         DUPLICATES.inc(t.duplicate)
@@ -230,7 +242,7 @@ def usage(rt: Runtime, catch_up: OrdersCatchUp) -> Subscription:
 
     return Subscription(
         topic=topics.USAGE, accepts=(UsageData,), stream=USAGE_STREAM, key=subject_and_id, policy=forward,
-        rejects=UsageRejections(rt), decode=decode, screen=screen, after_commit=counted,
+        claim="overlap", rejects=UsageRejections(rt), decode=decode, screen=screen, after_commit=counted,
     )
 
 

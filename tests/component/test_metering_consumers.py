@@ -53,6 +53,18 @@ async def test_the_same_usage_id_from_two_orgs_is_two_uses_and_from_one_org_is_o
     assert [(r["accepted"], r["rejected"]) for r in report] == [(1, 0)]
 
 
+async def test_a_batch_mixing_processed_and_new_uses_forwards_and_counts_the_new_ones_only(feed):
+    """The deduction requests are built while the inbox claim runs (claim="overlap"), assuming every
+    use is new: a use processed before is neither forwarded again nor counted again."""
+    await feed(feed.record(use("org-a", "u-1", quantity=2), "org-a"))
+    await feed(feed.record(use("org-a", "u-2", quantity=3), "org-a"), feed.record(use("org-a", "u-1", quantity=2), "org-a"),
+               feed.record(use("org-b", "u-3", quantity=4), "org-b"))
+    got = await feed.outbox(topics.DEDUCTIONS)
+    assert sorted((e["data"]["usage_id"], e["data"]["quantity"]) for e in got) == [("u-1", 2), ("u-2", 3), ("u-3", 4)]
+    report = await store.usage_report(feed.rt.pool, "org-a", resource=None, start=None, end=None, granularity="day")
+    assert [r["accepted"] for r in report] == [5]
+
+
 async def test_bad_usage_is_rejected_once_per_record_even_when_redelivered(feed):
     unknown_org = feed.record(use("org-z", "u-2"), "org-z")
     bad_quantity = feed.record(use("org-a", "u-3", quantity=0), "org-a")
