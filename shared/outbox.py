@@ -24,6 +24,7 @@ from prometheus_client import Counter
 
 from contracts.events import Outgoing, encode, topic_of
 from shared import observability as obs
+from shared import packed
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,25 @@ async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row], *, also: str =
     values from `args` ($5 on); entitlement's ledger rows are one."""
     if not rows:
         return
-    await conn.execute(_APPEND.format(also=also), *map(list, zip(*rows, strict=True)), *args)
+    ids, topics, keys, payloads = zip(*rows, strict=True)
+    cols = (packed.texts(ids), packed.texts(topics), packed.texts(keys), packed.blobs(payloads))
+    if None in cols:  # a value that does not pack (shared/packed.py): the arrays
+        await conn.execute(_APPEND.format(rows=_ARRAYS, also=also), list(ids), list(topics), list(keys),
+                           list(payloads), *args)
+        return
+    await conn.execute(_APPEND.format(rows=_PACKED, also=also), *cols, *args)
 
 
 # The lock is a transaction lock per schema, taken before any row gets its seq: an insert joins the
 # one-row `lock`, so it produces no row (and calls no nextval) before the lock is held. Appends
-# therefore happen in commit order (tests/component/test_outbox_log.py).
+# therefore happen in commit order (tests/component/test_outbox_log.py). The rows' columns come
+# packed ($1-$4 one text each, shared/packed.py) or, when a value does not pack, as arrays.
 _APPEND = """WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext('outbox-append:' || current_schema()))),
-     ins AS (INSERT INTO outbox (event_id, topic, key, payload)
-             SELECT v.* FROM lock, unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS v){also}
+     ins AS (INSERT INTO outbox (event_id, topic, key, payload) {rows}){also}
 SELECT pg_notify('outbox_' || current_schema(), '')"""
+_ARRAYS = "SELECT v.* FROM lock, unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS v"
+_PACKED = (f"SELECT v.e, v.t, v.k, convert_to(v.p, 'UTF8') FROM lock, unnest({packed.split('$1::text')},"
+           f" {packed.split('$2::text')}, {packed.split('$3::text')}, {packed.split('$4::text')}) AS v(e, t, k, p)")
 
 
 REPUBLISHED = "republish"  # the NOTIFY payload of a re-published row: the relay reads those first

@@ -22,7 +22,7 @@ from services.entitlement.domain import (
     Service,
     StoredLicence,
 )
-from shared import outbox
+from shared import outbox, packed
 
 Key = tuple[str, str]  # (org_id, resource)
 # (usage_id, org_id, resource, occurred_at, quantity, outstanding)
@@ -330,13 +330,27 @@ async def emit(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> None:
     if not ledger:
         await outbox.add_rows(conn, rows)
         return
-    await outbox.add_rows(conn, rows, also=_LEDGER_ROWS, args=list(map(list, zip(*ledger, strict=True))))
+    ids, orgs, resources, types, times, data = zip(*ledger, strict=True)
+    cols = (packed.texts(ids), packed.texts(orgs), packed.texts([r or "" for r in resources]), packed.texts(types),
+            list(times), packed.blobs(data))
+    if None in cols:  # a value that does not pack (shared/packed.py): the arrays
+        await outbox.add_rows(conn, rows, also=_LEDGER_ROWS, args=[list(c) for c in (ids, orgs, resources, types,
+                                                                                        times, data)])
+        return
+    await outbox.add_rows(conn, rows, also=_LEDGER_ROWS_PACKED, args=cols)
 
 
 _LEDGER_ROWS = """,
      led AS (INSERT INTO ledger (event_id, org_id, resource, type, time, data)
              SELECT e, o, r, t, ts, convert_from(d, 'UTF8')::json
              FROM lock, unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::bytea[])
+                  AS v(e, o, r, t, ts, d))"""
+# The same with the text columns packed (a resource is never empty: '' stands for none).
+_LEDGER_ROWS_PACKED = f""",
+     led AS (INSERT INTO ledger (event_id, org_id, resource, type, time, data)
+             SELECT e, o, nullif(r, ''), t, ts, d::json
+             FROM lock, unnest({packed.split("$5::text")}, {packed.split("$6::text")}, {packed.split("$7::text")},
+                               {packed.split("$8::text")}, $9::timestamptz[], {packed.split("$10::text")})
                   AS v(e, o, r, t, ts, d))"""
 
 

@@ -186,3 +186,23 @@ async def test_existing_balance_rows_are_locked_by_one_statement(rt):
                 "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'transactionid'")
         assert [q for q in statements if "balances" in q] == [store._LOCK_BALANCES], statements
         assert held == 1  # its row locks: the transaction took an id (nothing else wrote)
+
+
+async def test_ledger_rows_are_stored_as_given_whether_their_columns_pack_or_not(rt, feeds):
+    """Entitlement's ledger rows go with the outbox append, their text columns packed into one text
+    each when they can be (shared/packed.py): data with a non-ASCII value takes the array way."""
+    def use(org: str, uid: str, site: str) -> bytes:
+        data = DeductionRequestedData(usage_id=uid, org_id=org, resource="cloud_inspection", quantity=1,
+                                      occurred_at=NOW, received_at=NOW, inspection_id=f"ins-{uid}", site_id=site)
+        return encode(new_event(org, data, "/aimis/metering", id=uid))
+
+    d = feeds[topics.DEDUCTIONS]
+    await deliver(d, ("org-a", use("org-a", "u-1", "site-ascii")), ("org-b", use("org-b", "u-2", "site-2")))
+    await deliver(d, ("org-a", use("org-a", "u-3", "Hôpital-é")))
+    rows = await rt.pool.fetch("SELECT org_id, resource, type, data->>'usage_id' AS u, data->>'site_id' AS site"
+                               " FROM ledger ORDER BY seq")
+    assert [tuple(r) for r in rows] == [
+        ("org-a", "cloud_inspection", "aimis.ledger.usage_deducted", "u-1", "site-ascii"),
+        ("org-b", "cloud_inspection", "aimis.ledger.usage_deducted", "u-2", "site-2"),
+        ("org-a", "cloud_inspection", "aimis.ledger.usage_deducted", "u-3", "Hôpital-é")]
+    assert [e["data"]["site_id"] for e in await d.outbox(topics.LEDGER)] == ["site-ascii", "site-2", "Hôpital-é"]
