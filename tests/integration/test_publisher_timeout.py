@@ -49,3 +49,26 @@ async def test_a_publish_kafka_does_not_acknowledge_fails_in_bounded_time_and_a_
                 await reader.wait_for(lambda e: e == {"n": 2})
         finally:
             await pub.stop()
+
+
+async def test_a_publish_goes_out_at_once_not_after_the_producers_linger(settings):
+    """The relay's batches are complete when handed over: closed, they are sent at once. An open
+    batch waits for the producer's `linger_ms` (here 3 s, to make it plain) on every publish."""
+    topic = f"t-linger-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 2, 1)])
+    finally:
+        await admin.close()
+    pub = ProducerPublisher(settings.kafka_bootstrap, "t-linger", linger_ms=3000)
+    await pub.start()
+    try:
+        await pub([(topic, b"warm-up", b"{}")])  # metadata and connection first
+        rows = [(topic, f"org-{i}".encode(), f'{{"n": {i}}}'.encode()) for i in range(20)]
+        started = time.monotonic()
+        await pub(rows)
+        took = time.monotonic() - started
+        assert took < 1.5, f"a publish took {took:.2f} s: the batches waited for the linger"
+    finally:
+        await pub.stop()
