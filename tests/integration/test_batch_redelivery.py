@@ -8,11 +8,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.config import Settings
 from shared.service import Runtime
-from tests.support.kafka import producer, wait_until
+from tests.support.kafka import new_topic, producer, wait_until
 
 pytestmark = pytest.mark.integration
 MIGRATIONS = Path(__file__).with_name("foundation_migrations")
@@ -20,14 +19,7 @@ PARTITIONS = 4
 
 
 async def _topic(bootstrap: str) -> str:
-    name = f"t-batch-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, PARTITIONS, 1)])
-    finally:
-        await admin.close()
-    return name
+    return await new_topic(bootstrap, "t-batch", PARTITIONS)
 
 
 async def test_a_failed_batch_over_several_partitions_comes_back_whole(settings: Settings, fresh_db: str):

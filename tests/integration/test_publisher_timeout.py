@@ -6,27 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.kafka import ProducerPublisher, PublishTimeout
 from tests.support.infra import local_infra
-from tests.support.kafka import TopicReader
+from tests.support.kafka import TopicReader, new_topic
 
 pytestmark = pytest.mark.integration
 
 
 async def test_a_publish_kafka_does_not_acknowledge_fails_in_bounded_time_and_a_new_producer_sends_the_next():
     with local_infra() as infra:  # a private broker: this test stops it
-        topic = f"t-acks-{uuid.uuid4().hex[:8]}"
-        admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, 1, 1)])
-        finally:
-            await admin.close()
+        topic = await new_topic(infra.bootstrap, "t-acks")
         assert infra.stop_kafka is not None and infra.start_kafka is not None
         pub = ProducerPublisher(infra.bootstrap, "t-acks", ack_timeout_s=2.0, stop_s=1.0)
         await pub.start()
@@ -54,13 +46,7 @@ async def test_a_publish_kafka_does_not_acknowledge_fails_in_bounded_time_and_a_
 async def test_a_publish_goes_out_at_once_not_after_the_producers_linger(settings):
     """The relay's batches are complete when handed over: closed, they are sent at once. An open
     batch waits for the producer's `linger_ms` (here 3 s, to make it plain) on every publish."""
-    topic = f"t-linger-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 2, 1)])
-    finally:
-        await admin.close()
+    topic = await new_topic(settings.kafka_bootstrap, "t-linger", 2)
     pub = ProducerPublisher(settings.kafka_bootstrap, "t-linger", linger_ms=3000)
     await pub.start()
     try:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
 class TopicReader:
@@ -86,6 +88,18 @@ class TopicReader:
             await self.poll(timeout_ms=int(quiet_s * 1000))
             if len(self.records) == before:
                 return
+
+
+async def new_topic(bootstrap: str, prefix: str, partitions: int = 1) -> str:
+    """A new topic `<prefix>-<random>` with `partitions` partitions (one replica); its name."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+    return name
 
 
 async def partitions_of(bootstrap: str, topic: str, timeout: float = 30.0) -> list[int]:
