@@ -189,7 +189,7 @@ def allocate(lots: list[Lot], use: Use, now: datetime, grace: timedelta, *,
         eligible = [lot for lot in lots if lot.offsets_late(at, now, grace)]
     else:
         eligible = [lot for lot in lots if lot.drawable(at, now, grace)]
-    if len(eligible) > 1:  # one per batch and lot, not per use: the key is kept on the lot
+    if len(eligible) > 1:  # each lot computes its key once and keeps it
         eligible.sort(key=Lot.order_key)
     draws: list[Draw] = []
     for lot in eligible:
