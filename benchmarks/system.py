@@ -29,6 +29,7 @@ import multiprocessing as mp
 import os
 import platform
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -475,7 +476,8 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
         "AIMIS_AUTH_SECRET": secrets.token_hex(32), "AIMIS_ENV": "development",
         "AIMIS_TOPIC_PARTITIONS": str(PARTITIONS),
     }
-    logs = Path(tempfile.mkdtemp(prefix="aimis-bench-"))
+    logs = Path(tempfile.mkdtemp(prefix="aimis-bench-"))  # removed after a run that finished
+    finished = False
     procs = [ServiceProcess(name, {**env, f"AIMIS_{name.upper()}_PORT": str(free_port())}, logs)
              for name in ("metering", "entitlement")]
     watch = LedgerWatch(bootstrap)
@@ -542,12 +544,17 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
             if args.batches:
                 print(f"   {p.name}: " + await batch_sizes(p.url), flush=True)
         print("4. peak RSS: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in res.rss_mib.items()), flush=True)
+        finished = True
     finally:
         await watch.stop()
         for p in procs:
             p.stop()
         await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         await admin.close()
+        if finished:
+            shutil.rmtree(logs, ignore_errors=True)
+        else:
+            print(f"the services' logs are kept in {logs}", flush=True)
     return res
 
 
