@@ -369,7 +369,7 @@ class Consumer:
                 if todo:
                     out += await sub.policy(conn, todo, now)
             elif sub.claim == "overlap":
-                claim = Claim(conn, sub.stream, _unique(events, sub.key), sub.key)
+                claim = Claim(conn, sub.stream, *_unique_keyed(events, sub.key))
                 try:
                     if claim.events:
                         out += await cast(ClaimingPolicy, sub.policy)(conn, claim.events, now, claim)
@@ -412,10 +412,8 @@ class Claim:
     the claim (`send`), computes while PostgreSQL inserts the keys, then reads which events are new
     (`new`) before it writes anything, and returns the effects of those only."""
 
-    def __init__(self, conn: asyncpg.Connection, stream: str, events: list[CloudEvent[Any]],
-                 key: Callable[[CloudEvent[Any]], str]):
-        self.conn, self.stream, self.events = conn, stream, events
-        self._keys = [key(e) for e in events]
+    def __init__(self, conn: asyncpg.Connection, stream: str, events: list[CloudEvent[Any]], keys: list[str]):
+        self.conn, self.stream, self.events, self._keys = conn, stream, events, keys
         self._task: asyncio.Future[set[str]] | None = None
         self._new: list[CloudEvent[Any]] | None = None
 
@@ -470,9 +468,17 @@ def _take(keys: set[str], k: str) -> bool:
     return False
 
 
+def _unique_keyed(events: list[CloudEvent[Any]], key: Callable[[CloudEvent[Any]], str],
+                  ) -> tuple[list[CloudEvent[Any]], list[str]]:
+    """The first occurrence of each key, in stream order, and their keys (each computed once)."""
+    first: dict[str, CloudEvent[Any]] = {}
+    for e in events:
+        first.setdefault(key(e), e)
+    return list(first.values()), list(first)
+
+
 def _unique(events: list[CloudEvent[Any]], key: Callable[[CloudEvent[Any]], str]) -> list[CloudEvent[Any]]:
-    seen: set[str] = set()
-    return [e for e in events if not (key(e) in seen or seen.add(key(e)))]  # type: ignore[func-returns-value]
+    return _unique_keyed(events, key)[0]
 
 
 class DeadLetters:
