@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
@@ -93,10 +93,12 @@ def batch_consumer(
     JSON-decode each one before the handler runs, and a record it cannot decode (nested too deeply:
     RecursionError) would fail outside the handler, be redelivered forever and stop the partition.
 
-    Offsets are committed only after the handler returned (it commits its own database
-    transaction first). When the handler raises, the batch is rewound and redelivered after a
-    back-off: a failing database never loses or skips a message. Handlers never raise for bad
-    input: they route it to a rejected/dead-letter topic inside their transaction.
+    A batch whose records waited in the consumer's buffer is topped up with what reached the broker
+    meanwhile (`top_up`). Offsets are committed only after the handler returned (it commits its own
+    database transaction first), in the background while the next batch runs (`Offsets`). When the
+    handler raises, every partition of the batch is rewound to its first record and the batch is
+    redelivered after a back-off: a failing database never loses or skips a message. Handlers never
+    raise for bad input: they route it to a rejected/dead-letter topic inside their transaction.
     """
 
     subscriber = broker.subscriber(
@@ -104,7 +106,7 @@ def batch_consumer(
         group_id=group_id,
         batch=True,
         auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        ack_policy=AckPolicy.MANUAL,  # committed and rewound here (auto-commit stays off)
         max_records=max_records,
         batch_timeout_ms=batch_timeout_ms,
         title=f"{service}:{topic}",
@@ -112,23 +114,111 @@ def batch_consumer(
         parser=kw.pop("parser", any_headers),
         **kw,
     )
+    offsets = Offsets(f"{service}:{topic}")
 
     @subscriber  # type: ignore[untyped-decorator]  # FastStream types it loosely
     async def _consume(msg: KafkaMessage) -> None:
         raw = msg.raw_message
         records = list(raw) if isinstance(raw, tuple) else [raw]
+        consumer = msg.consumer
+        records += await top_up(consumer, records, max_records)
         started = time.perf_counter()
         try:
             await handler(records)
         except Exception:
             obs.MESSAGES.labels(service, topic, "retry").inc(len(records))
             log.exception("batch of %d from %s failed; will be redelivered", len(records), topic)
+            rewind(consumer, records)
             await asyncio.sleep(retry_backoff_s)
-            raise
+            return
+        await offsets.commit(consumer, records)
         obs.BATCH_SECONDS.labels(service, topic).observe(time.perf_counter() - started)
         obs.MESSAGES.labels(service, topic, "ok").inc(len(records))
 
     return subscriber
+
+
+TOPUP_AGE_MS = 5  # a batch whose newest record is older than this waited in the consumer's buffer
+TOPUP_WAIT_MS = 10  # the longest a top-up waits for the fetch that taking the batch started
+
+
+async def top_up(consumer: AIOKafkaConsumer, records: list[ConsumerRecord], max_records: int) -> list[ConsumerRecord]:
+    """The records that reached the broker while `records` waited in the consumer's buffer, up to
+    `max_records` in all (docs/decisions.md, "Fresh batches").
+
+    aiokafka fetches a node's partitions again only once their buffered records are taken: the
+    fetch sent when one batch is taken comes back at once with the few records then at the broker,
+    and those wait in the buffer while that batch runs, to be the next batch, one batch late, while
+    everything that arrived meanwhile waits one batch more. Taking the buffered records sends the
+    next fetch; when they are stale (their newest is older than TOPUP_AGE_MS by the record
+    timestamps), the answer to that fetch joins the batch: a batch then holds what reached the
+    broker up to the moment it starts. A top-up waits at most TOPUP_WAIT_MS (the broker holds a
+    fetch up to fetch_max_wait_ms when it has nothing). The clocks only decide whether to wait; a
+    skewed one costs a wasted wait or a batch one batch late, never a record."""
+    room = max_records - len(records)
+    if room <= 0 or not records or time.time() * 1000 - max(r.timestamp for r in records) <= TOPUP_AGE_MS:
+        return []
+    more = await consumer.getmany(timeout_ms=TOPUP_WAIT_MS, max_records=room)
+    return [r for part in more.values() for r in part]
+
+
+def rewind(consumer: AIOKafkaConsumer, records: list[ConsumerRecord]) -> None:
+    """Seek every partition of a failed batch back to its first record in the batch, so the whole
+    batch comes again (SPEC 7.6: FastStream before 0.7.8 rewound only the first partition)."""
+    first: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        if r.offset < first.get(tp, r.offset + 1):
+            first[tp] = r.offset
+    for tp, offset in first.items():
+        consumer.seek(tp, offset)
+
+
+class Offsets:
+    """Commits a consumer's offsets behind its batches: a batch's commit is sent when its handler
+    returned (after its database transaction committed) and runs while the next batch is fetched
+    and handled; the next commit waits for it, so commits leave in order, one at a time. A commit
+    that fails, or one lost with the process, only means records handled again on their next
+    delivery, which the consumers' inboxes make a no-op (SPEC 4)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._last: asyncio.Task[None] | None = None
+
+    async def commit(self, consumer: AIOKafkaConsumer, records: list[ConsumerRecord]) -> None:
+        upto: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            upto[tp] = max(upto.get(tp, 0), r.offset + 1)
+        await self.settle()
+        self._last = asyncio.create_task(self._send(consumer, upto), name=f"commit-{self.name}")
+        _IN_FLIGHT.add(self._last)
+        self._last.add_done_callback(_IN_FLIGHT.discard)
+
+    async def settle(self) -> None:
+        """Wait for the commit in flight, if any."""
+        if self._last is not None:
+            await asyncio.wait([self._last])
+
+    async def _send(self, consumer: AIOKafkaConsumer, upto: dict[TopicPartition, int]) -> None:
+        owned = consumer.assignment()
+        upto = {tp: o for tp, o in upto.items() if tp in owned}  # a partition revoked meanwhile: its new owner's
+        if not upto:
+            return
+        try:
+            await consumer.commit(upto)
+        except Exception as e:  # noqa: BLE001 - the records come again and are found processed
+            log.warning("%s: offset commit failed (%r); the batch's records may be delivered again", self.name, e)
+
+
+_IN_FLIGHT: set[asyncio.Task[None]] = set()
+
+
+async def settle_commits(timeout_s: float = 5.0) -> None:
+    """Wait (bounded) for the offset commits in flight: a graceful stop does not leave its last
+    batch uncommitted."""
+    if _IN_FLIGHT:
+        await asyncio.wait(list(_IN_FLIGHT), timeout=timeout_s)
 
 
 async def keep_raw(msg: Any) -> None:

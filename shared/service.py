@@ -161,6 +161,7 @@ class Runtime:
         if self.relay:
             await self.relay.stop()
         await self.publisher.stop()
+        await kafka.settle_commits()
         await self.broker.stop()
         await self.close_database()
         log.info("%s stopped", self.name)

@@ -1,0 +1,92 @@
+"""Batches hold what reached the broker up to their start, and their offsets are committed behind
+them (shared/kafka.py; docs/decisions.md "Fresh batches"), on a real broker.
+
+aiokafka fetches a partition again only once its buffered records are taken: without the top-up, a
+record that reaches the broker while a batch runs is fetched right away but waits in the buffer, and
+one that arrives after it waits a whole batch more (issue 13: at 5,000 events/s each consumer's leg
+was 1-2 of its batches long)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared import kafka
+from shared.config import Settings
+from shared.service import Runtime
+from tests.support.kafka import new_topic, producer, wait_until
+
+pytestmark = pytest.mark.integration
+MIGRATIONS = Path(__file__).with_name("foundation_migrations")
+
+
+async def test_a_record_that_arrives_while_a_batch_runs_is_in_the_next_batch_with_the_one_buffered_before_it(
+        settings: Settings, fresh_db: str):
+    topic = await new_topic(settings.kafka_bootstrap, "t-fresh")
+    rt = Runtime("foundation", MIGRATIONS, settings=settings.model_copy(update={"database_url": fresh_db}),
+                 group_id=f"t-{uuid.uuid4().hex[:8]}")
+    batches: list[list[bytes]] = []
+    release = asyncio.Event()
+
+    async def slow(records):
+        batches.append([r.value for r in records])
+        if len(batches) == 1:
+            await release.wait()  # the first batch runs until the test lets it end
+
+    rt.consume(topic, slow)
+    p = await producer(settings.kafka_bootstrap)
+    await rt.start()
+    try:
+        await (await p.send(topic, b"first", key=b"k"))
+        await wait_until(lambda: batches, timeout=60)
+        consumer = rt._subscribers[0].consumer
+        buffered = await (await p.send(topic, b"buffered", key=b"k"))  # fetched while the batch runs
+        await wait_until(lambda: consumer.highwater(TopicPartition(topic, 0)) == buffered.offset + 1)
+        await wait_until(lambda: time.time() * 1000 - buffered.timestamp > kafka.TOPUP_AGE_MS)
+        await (await p.send(topic, b"later", key=b"k"))  # reaches the broker after that fetch
+        release.set()
+        await wait_until(lambda: sum(len(b) for b in batches) == 3)
+    finally:
+        release.set()
+        await p.stop()
+        await rt.stop()
+    assert batches == [[b"first"], [b"buffered", b"later"]]
+
+
+async def test_the_offsets_of_handled_batches_are_committed(settings: Settings, fresh_db: str):
+    topic = await new_topic(settings.kafka_bootstrap, "t-commit", partitions=3)
+    group = f"t-{uuid.uuid4().hex[:8]}"
+    rt = Runtime("foundation", MIGRATIONS, settings=settings.model_copy(update={"database_url": fresh_db}),
+                 group_id=group)
+    seen: list[int] = []
+
+    async def handle(records):
+        seen.extend(r.offset for r in records)
+
+    rt.consume(topic, handle)
+    p = await producer(settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    await rt.start()
+    try:
+        metas = [await f for f in [await p.send(topic, f"v{i}".encode(), key=f"k{i}".encode()) for i in range(60)]]
+        ends = {TopicPartition(topic, m.partition): 0 for m in metas}
+        for m in metas:
+            ends[TopicPartition(topic, m.partition)] = max(ends[TopicPartition(topic, m.partition)], m.offset + 1)
+
+        async def committed() -> bool:
+            offsets = await admin.list_consumer_group_offsets(group)
+            return {tp: o.offset for tp, o in offsets.items() if tp.topic == topic} == ends
+
+        await wait_until(committed, timeout=60)
+    finally:
+        await p.stop()
+        await rt.stop()
+        await admin.close()
+    assert len(seen) == 60
