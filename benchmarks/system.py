@@ -446,6 +446,12 @@ def latency_parts(parts: list[tuple[str, float, float, float, float]], metering:
         v = sorted(r[i + 1] - r[i] for r in rows)
         if v:
             legs.append(f"{name} p50 {percentile(v, 0.5) * 1000:,.0f} / p99 {percentile(v, 0.99) * 1000:,.0f} ms")
+    tot = sorted(r[5] - r[0] for r in rows)
+    if tot:
+        cut = percentile(tot, 0.99)
+        slow = [r for r in rows if r[5] - r[0] >= cut]
+        means = (sum(r[i + 1] - r[i] for r in slow) / len(slow) * 1000 for i in range(5))
+        legs.append("the slowest 1%'s legs, mean ms: " + " / ".join(f"{m:.0f}" for m in means))
     t0 = min(p[1] for p in parts)
     worst: dict[int, float] = {}
     for p in parts:
