@@ -158,7 +158,11 @@ async def top_up(consumer: AIOKafkaConsumer, records: list[ConsumerRecord], max_
     room = max_records - len(records)
     if room <= 0 or not records or time.time() * 1000 - max(r.timestamp for r in records) <= TOPUP_AGE_MS:
         return []
-    more = await consumer.getmany(timeout_ms=TOPUP_WAIT_MS, max_records=room)
+    try:
+        more = await consumer.getmany(timeout_ms=TOPUP_WAIT_MS, max_records=room)
+    except Exception as e:  # noqa: BLE001 - aiokafka raises only when it returns nothing
+        log.warning("top-up fetch failed (%r); the batch goes as it was", e)
+        return []
     return [r for part in more.values() for r in part]
 
 

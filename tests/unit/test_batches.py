@@ -71,6 +71,15 @@ async def test_a_fresh_batch_or_a_full_one_is_not_topped_up():
     assert c.getmany_calls == []
 
 
+async def test_a_top_up_whose_fetch_fails_leaves_the_batch_as_it_was(caplog):
+    class Failing(FakeConsumer):
+        async def getmany(self, *, timeout_ms: int, max_records: int):  # type: ignore[override]
+            raise RuntimeError("fetch error")
+
+    assert await kafka.top_up(Failing(), [rec(0, 1, age_ms=500)], 100) == []  # type: ignore[arg-type]
+    assert "top-up fetch failed" in caplog.text
+
+
 def test_a_failed_batch_is_rewound_to_its_first_record_in_every_partition_it_holds():
     records = [rec(0, 7), rec(0, 5), rec(1, 3), rec(0, 6), rec(2, 40, topic="u"), rec(1, 4)]
     c = FakeConsumer()
