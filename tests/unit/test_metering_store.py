@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from services.metering.store import per_hour
 
 UTC = timezone.utc
@@ -39,6 +42,14 @@ def test_offsets_that_cross_a_day_or_half_an_hour_fall_in_their_utc_hour() -> No
     _, _, hours, _, _ = per_hour(["o"] * 3, ["cloud_inspection"] * 3, times, [1, 1, 1], [0, 0, 0])
     assert hours == [datetime(2027, 1, 1, 2, tzinfo=UTC), datetime(2025, 12, 31, 18, tzinfo=UTC),
                      datetime(2026, 5, 31, 10, tzinfo=UTC)]
+
+
+@settings(max_examples=500)
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2999, 12, 31, 23, 59, 59, 999999),
+                    timezones=st.builds(lambda m: timezone(timedelta(minutes=m)), st.integers(-14 * 60, 14 * 60))))
+def test_the_hour_is_the_utc_hour_truncated_for_any_instant_and_offset(t: datetime) -> None:
+    _, _, [hour], _, _ = per_hour(["o"], ["cloud_inspection"], [t], [1], [0])
+    assert hour == t.astimezone(UTC).replace(minute=0, second=0, microsecond=0) and hour.utcoffset() == timedelta(0)
 
 
 def test_an_empty_batch_gives_no_rows() -> None:
