@@ -86,7 +86,6 @@ def per_hour(org_ids: Sequence[str], resources: Sequence[str], times: Sequence[d
     return [k[0] for k in sums], [k[1] for k in sums], hours, [t[0] for t in totals], [t[1] for t in totals]
 
 
-
 async def usage_report(
     conn: Conn,
     org_id: str,
