@@ -17,7 +17,8 @@ and PostgreSQL's (the cluster's processes) and Kafka's when they run on this mac
 
 Starts its own throwaway Kafka and PostgreSQL (tests/support/infra.py) unless AIMIS_KAFKA_BOOTSTRAP
 and AIMIS_DATABASE_URL are both set; the services get a fresh database either way. Targets on a
-2-core machine (SPEC 9): ratio >= 0.5, p99 <= 250 ms, <= 300 MiB per service.
+2-core machine (SPEC 9): ratio >= 0.5, p99 <= 250 ms, <= 300 MiB per service. The services' logs
+(WARNING and up) are removed after a run that finished, unless AIMIS_BENCH_KEEP_LOGS is set.
 """
 
 from __future__ import annotations
@@ -557,7 +558,7 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
             p.stop()
         await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         await admin.close()
-        if finished:
+        if finished and not os.environ.get("AIMIS_BENCH_KEEP_LOGS"):
             shutil.rmtree(logs, ignore_errors=True)
         else:
             print(f"the services' logs are kept in {logs}", flush=True)
