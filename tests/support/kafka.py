@@ -103,8 +103,6 @@ async def new_topic(bootstrap: str, prefix: str, partitions: int = 1) -> str:
 
 
 async def partitions_of(bootstrap: str, topic: str, timeout: float = 30.0) -> list[int]:
-    from aiokafka.admin import AIOKafkaAdminClient
-
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
