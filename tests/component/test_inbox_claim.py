@@ -3,11 +3,13 @@ returning them), some (repeats of earlier batches or within the batch) or none."
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
 
 from shared import inbox, migrate
+from tests.support.kafka import wait_until
 
 
 async def test_claims_answer_exactly_the_keys_not_seen_before(database):
@@ -24,3 +26,67 @@ async def test_claims_answer_exactly_the_keys_not_seen_before(database):
         assert await conn.fetchval("SELECT count(*) FROM inbox") == 5
     finally:
         await conn.close()
+
+
+async def _claims_schema(database) -> str:
+    dsn = await database.create_empty()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate.migrate(conn, "claims", Path("/nonexistent"))
+    finally:
+        await conn.close()
+    return dsn
+
+
+async def test_a_repeat_inside_a_transaction_keeps_what_the_transaction_did_before(database):
+    """The plain insert fails on the repeat; only it is undone (savepoint), not the effect
+    written before the claim, and the transaction goes on to commit."""
+    dsn = await _claims_schema(database)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "claims"})
+    try:
+        assert await inbox.claim(conn, "s", ["a"]) == {"a"}
+        async with conn.transaction():
+            await conn.execute("CREATE TABLE effect (x int)")
+            await conn.execute("INSERT INTO effect VALUES (1)")
+            assert await inbox.claim(conn, "s", ["b", "a", "c"]) == {"b", "c"}
+            assert await inbox.claim(conn, "s", ["d"]) == {"d"}  # the transaction is usable
+            await conn.execute("INSERT INTO effect VALUES (2)")
+        assert await conn.fetchval("SELECT array_agg(x ORDER BY x) FROM effect") == [1, 2]
+        assert await conn.fetchval("SELECT array_agg(message_id ORDER BY message_id) FROM inbox") == \
+            ["a", "b", "c", "d"]
+    finally:
+        await conn.close()
+
+
+async def test_a_key_claimed_by_a_transaction_in_flight_is_new_only_if_that_one_rolls_back(database):
+    """Two transactions claim the same key: the second waits for the first; it gets the key
+    when the first rolled back, not when it committed."""
+    dsn = await _claims_schema(database)
+    first = await asyncpg.connect(dsn, server_settings={"search_path": "claims"})
+    second = await asyncpg.connect(dsn, server_settings={"search_path": "claims"})
+    try:
+        for outcome, expected in (("ROLLBACK", {"k1", "x1"}), ("COMMIT", {"x2"})):
+            key = "k1" if outcome == "ROLLBACK" else "k2"
+            await first.execute("BEGIN")
+            assert await inbox.claim(first, "s", [key]) == {key}
+            tx = second.transaction()
+            await tx.start()
+            waiting = asyncio.ensure_future(inbox.claim(second, "s", [key, expected_other(expected)]))
+            await wait_until(lambda: blocked(first), 30)
+            assert not waiting.done()
+            await first.execute(outcome)
+            assert await asyncio.wait_for(waiting, 30) == expected
+            await tx.commit()
+    finally:
+        await first.close()
+        await second.close()
+
+
+def expected_other(expected: set[str]) -> str:
+    return next(k for k in expected if k.startswith("x"))
+
+
+async def blocked(conn: asyncpg.Connection) -> bool:
+    """Some session waits for a lock the session of `conn` holds."""
+    return bool(await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", conn.get_server_pid()))
