@@ -418,8 +418,7 @@ class Claim:
         self._new: list[CloudEvent[Any]] | None = None
 
     async def send(self) -> None:
-        self._task = asyncio.ensure_future(inbox.claim(self.conn, self.stream, self._keys))
-        await asyncio.sleep(0)  # the claim's statement is written before the caller computes
+        self._task = await inbox.sent(self.conn, self.stream, self._keys)  # written before the caller computes
 
     async def new(self) -> list[CloudEvent[Any]]:
         if self._task is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import asyncpg
@@ -23,8 +24,17 @@ async def claim(conn: asyncpg.Connection, stream: str, message_ids: Sequence[str
     two claims a use. A key a concurrent transaction holds makes either insert wait for it, so
     the outcome is the same as the conflict-handling insert's alone.
     """
+    return await (await sent(conn, stream, message_ids))
+
+
+async def sent(conn: asyncpg.Connection, stream: str, message_ids: Sequence[str]) -> asyncio.Future[set[str]]:
+    """`claim`, returning once its insert is on its way to PostgreSQL: the future answers it. The
+    caller may compute meanwhile (the savepoint's round trip is behind it already), and awaits the
+    future before the connection's next statement."""
     if not message_ids:
-        return set()
+        done: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
+        done.set_result(set())
+        return done
     unique = list(dict.fromkeys(message_ids))
     keys = packed.texts(unique)  # one text (shared/packed.py), else the array
     rows = packed.split("$2::text") if keys is not None else "$2::text[]"
@@ -32,6 +42,13 @@ async def claim(conn: asyncpg.Connection, stream: str, message_ids: Sequence[str
     savepoint = conn.is_in_transaction()
     if savepoint:
         await conn.execute("SAVEPOINT inbox_claim")
+    answer = asyncio.ensure_future(_insert(conn, stream, unique, rows, arg, savepoint))
+    await asyncio.sleep(0)  # the insert is written (a prepared statement: no round trip first)
+    return answer
+
+
+async def _insert(conn: asyncpg.Connection, stream: str, unique: list[str], rows: str, arg: str | list[str],
+                  savepoint: bool) -> set[str]:
     try:
         await conn.execute(_INSERT.format(keys=rows), stream, arg)
         return set(unique)

@@ -4,6 +4,8 @@ returning them), some (repeats of earlier batches or within the batch) or none."
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import time
 from pathlib import Path
 
 import asyncpg
@@ -90,3 +92,43 @@ async def blocked(conn: asyncpg.Connection) -> bool:
     """Some session waits for a lock the session of `conn` holds."""
     return bool(await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", conn.get_server_pid()))
+
+
+async def test_a_sent_claim_is_at_postgresql_before_its_caller_yields(database):
+    """`inbox.sent` returns with the insert written (claim="overlap" computes meanwhile without
+    yielding): PostgreSQL runs it while this event loop is blocked. Seen from a thread with its own
+    loop and connection: the claim's session is inside its insert (here waiting for the key another
+    transaction holds), not idle in its transaction."""
+    dsn = await _claims_schema(database)
+    holder = await asyncpg.connect(dsn, server_settings={"search_path": "claims"})
+    claimer = await asyncpg.connect(dsn, server_settings={"search_path": "claims"})
+    try:
+        await holder.execute("BEGIN")
+        await inbox.claim(holder, "s", ["k"])
+        tx = claimer.transaction()
+        await tx.start()
+        answer = await inbox.sent(claimer, "s", ["k", "new"])
+        pid = claimer.get_server_pid()
+
+        async def state_seen() -> str | None:
+            watcher = await asyncpg.connect(dsn)
+            try:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    row = await watcher.fetchrow("SELECT state, query FROM pg_stat_activity WHERE pid = $1", pid)
+                    if row["state"] == "active" and row["query"].startswith("INSERT INTO inbox"):
+                        return "inserting"
+                    await asyncio.sleep(0.05)
+                return f"{row['state']}: {row['query'][:60]}"
+            finally:
+                await watcher.close()
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # this loop is blocked meanwhile
+            seen = pool.submit(asyncio.run, state_seen()).result(timeout=60)
+        assert seen == "inserting"
+        await holder.execute("COMMIT")
+        assert await answer == {"new"}
+        await tx.commit()
+    finally:
+        await holder.close()
+        await claimer.close()
