@@ -312,7 +312,7 @@ async def test_renewed_licence_is_not_ended_at_its_old_date(settings, fresh_db, 
 async def test_reminders_go_out_once_per_threshold_across_a_restart(settings, fresh_db, group, org_id, kafka):
     clock = ShiftClock()
     lot = f"{org_id}-o1#0"
-    expires_at = clock.now() + 10 * DAY
+    expires_at = clock.now() + 40 * DAY  # no reminder due until both events are in the schedule
     async with TopicReader(settings.kafka_bootstrap, topics.NOTIFICATIONS) as notes:
         def sent(d: int) -> list[dict]:
             return notes.events(of(org_id, "expiry_upcoming", ref_id=lot, days_before=d))
@@ -320,6 +320,7 @@ async def test_reminders_go_out_once_per_threshold_across_a_restart(settings, fr
         async with running(settings, fresh_db, group, clock) as svc:
             await publish(kafka, lot_credited(org_id, lot, expires_at), usage_deducted(org_id, lot, 250))
             await listed(svc, org_id, lot, remaining=750)
+            clock.advance(30 * DAY)  # 10 days left
             [r30] = await notes.wait_for(of(org_id, "expiry_upcoming", days_before=30), timeout=30)
             assert r30["data"] == {
                 "org_id": org_id, "kind": "lot", "ref_id": lot,
