@@ -197,9 +197,6 @@ class Subscription:
     decode: Callable[[ConsumerRecord, datetime], Decoded] | None = None  # replaces the default decoder
     screen: Callable[[list[Decoded]], Awaitable[list[Decoded]]] | None = None  # before the transaction
     after_commit: Callable[[Tally], None] | None = None
-    # writes what the batch emitted, in its transaction: the outbox, and whatever else the service
-    # keeps of those events (entitlement: its ledger table, from the same encoded bytes)
-    emit: Callable[[asyncpg.Connection, Sequence[Outgoing]], Awaitable[None]] = outbox.add
     _allowed: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -390,7 +387,7 @@ class Consumer:
             fresh_bad = [b for b in bad if _take(fresh, sub.rejects.key(b))]
             if fresh_bad:
                 out += await sub.rejects(conn, fresh_bad, now)
-            await sub.emit(conn, out)
+            await outbox.add(conn, out)
         tally.processed += len(todo)
         tally.duplicate += len(events) - len(todo)
         tally.rejected += len(fresh_bad)

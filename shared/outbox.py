@@ -40,25 +40,21 @@ async def add(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> None:
 Row = tuple[str, str, str, bytes]  # (event id, topic, key, payload): an event already encoded
 
 
-async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row], *, also: str = "",
-                   args: Sequence[Any] = ()) -> None:
-    """`add` for events the caller encoded itself (entitlement keeps the same bytes in its ledger).
-    Call it last in the transaction: from here to commit, the schema's other writers of the outbox
-    wait (that is what keeps the log in commit order).
+async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row]) -> None:
+    """`add` for events the caller encoded itself. Call it last in the transaction: from here to
+    commit, the schema's other writers of the outbox wait (that is what keeps the log in commit
+    order, which entitlement's ledger cursor relies on too).
 
     One round trip: the schema's append lock (held to commit), then the rows, and a NOTIFY
-    (delivered at commit) on the schema's channel. `also`: further inserts whose serial numbers
-    must be in commit order too, as CTEs that join `lock` (so they run after it) and take their
-    values from `args` ($5 on); entitlement's ledger rows are one."""
+    (delivered at commit) on the schema's channel."""
     if not rows:
         return
     ids, topics, keys, payloads = zip(*rows, strict=True)
     cols = (packed.texts(ids), packed.texts(topics), packed.texts(keys), packed.blobs(payloads))
     if None in cols:  # a value that does not pack (shared/packed.py): the arrays
-        await conn.execute(_APPEND.format(rows=_ARRAYS, also=also), list(ids), list(topics), list(keys),
-                           list(payloads), *args)
+        await conn.execute(_APPEND.format(rows=_ARRAYS), list(ids), list(topics), list(keys), list(payloads))
         return
-    await conn.execute(_APPEND.format(rows=_PACKED, also=also), *cols, *args)
+    await conn.execute(_APPEND.format(rows=_PACKED), *cols)
 
 
 # The lock is a transaction lock per schema, taken before any row gets its seq: an insert joins the
@@ -66,7 +62,7 @@ async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row], *, also: str =
 # therefore happen in commit order (tests/component/test_outbox_log.py). The rows' columns come
 # packed ($1-$4 one text each, shared/packed.py) or, when a value does not pack, as arrays.
 _APPEND = """WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext('outbox-append:' || current_schema()))),
-     ins AS (INSERT INTO outbox (event_id, topic, key, payload) {rows}){also}
+     ins AS (INSERT INTO outbox (event_id, topic, key, payload) {rows})
 SELECT pg_notify('outbox_' || current_schema(), '')"""
 _ARRAYS = "SELECT v.* FROM lock, unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS v"
 _PACKED = (f"SELECT v.e, v.t, v.k, convert_to(v.p, 'UTF8') FROM lock, unnest({packed.split('$1::text')},"
@@ -349,12 +345,14 @@ async def oldest_unsent_s(conn: asyncpg.Connection) -> float:
 
 async def purge_sent(conn: asyncpg.Connection, older_than_s: int = 86_400) -> int:
     """Delete rows sent long ago (housekeeping): sent out of order before the cutoff, or in the log
-    below the cursor and written before it. Parked and discarded rows stay."""
+    below the cursor and written before it. Parked and discarded rows stay, and the rows the
+    service keeps as its record (`outbox_kept`: entitlement's ledger)."""
     res = await conn.execute(
-        """DELETE FROM outbox o WHERE o.sent_at < now() - make_interval(secs => $1)
+        """DELETE FROM outbox o WHERE (o.sent_at < now() - make_interval(secs => $1)
               OR (o.sent_at IS NULL AND o.parked_at IS NULL AND o.created_at < now() - make_interval(secs => $1)
                   AND o.seq <= (SELECT sent_upto FROM outbox_cursor)
-                  AND NOT EXISTS (SELECT 1 FROM outbox_republish r WHERE r.seq = o.seq))""",
+                  AND NOT EXISTS (SELECT 1 FROM outbox_republish r WHERE r.seq = o.seq)))
+              AND NOT EXISTS (SELECT 1 FROM outbox_kept k WHERE k.topic = o.topic AND o.seq > k.after_seq)""",
         older_than_s,
     )
     return int(res.split()[-1])

@@ -26,6 +26,7 @@ from contracts.http import (
 )
 from services.entitlement import domain, store
 from services.entitlement.domain import Counters, Lot
+from shared import outbox
 from shared.auth import AccountReader, EntitlementReader, OrgActor
 from shared.errors import ApiError
 from shared.service import Runtime
@@ -150,7 +151,7 @@ async def accept_service(org_id: OrgPath, service_id: str, caller: OrgActor, req
                            "service awaiting acceptance before its deadline can be accepted")
         await store.set_service_status(conn, service_id, "accepted", now)
         event = rt.event(org_id, ev.ServiceAcceptedData(org_id=org_id, service_id=service_id, accepted_at=now))
-        await store.emit(conn, [event])
+        await outbox.add(conn, [event])  # the ledger entry (migrations/005_ledger_in_outbox.sql)
         svc = await store.service_for_update(conn, service_id)
     assert svc is not None  # locked above, in this transaction
     return _service_view(svc, now)

@@ -1,7 +1,7 @@
 """Kafka consumers of entitlement, in the one shape of shared/consumer.py: deductions, paid orders,
 expiry commands. Each policy changes state through the store and returns the ledger events; the
-consumer base hands them to `store.emit`, which writes them to the ledger table and the outbox,
-serialised once. Bad input goes to `aimis.entitlement.dlq.v1`.
+consumer base appends them to the outbox, whose rows on aimis.ledger.v1 are also the ledger
+(migrations/005_ledger_in_outbox.sql). Bad input goes to `aimis.entitlement.dlq.v1`.
 """
 
 from __future__ import annotations
@@ -39,18 +39,17 @@ def subscriptions(rt: Runtime) -> list[Subscription]:
     return [
         Subscription(
             topic=topics.DEDUCTIONS, accepts=(ev.DeductionRequestedData,), stream="usage", claim="overlap",
-            key=usage_key, lock=h.lock_uses, policy=h.deductions, rejects=dead, emit=store.emit,
+            key=usage_key, lock=h.lock_uses, policy=h.deductions, rejects=dead,
         ),
         Subscription(
             topic=topics.ORDERS, accepts=(ev.OrderPaidData,),
             ignores=tuple(m for m in models_on(topics.ORDERS) if m is not ev.OrderPaidData),
             stream="order_paid", key=lambda e: e.data.order_id, check=check_order,
-            lock=h.lock_lots_of_orders, policy=h.orders, rejects=dead, emit=store.emit,
+            lock=h.lock_lots_of_orders, policy=h.orders, rejects=dead,
         ),
         Subscription(
             topic=topics.EXPIRY_COMMANDS, accepts=models_on(topics.EXPIRY_COMMANDS), stream="expiry",
             claim="on_effect", lock=h.lock_expiring_lots, policy=h.command, rejects=dead,
-            emit=store.emit,
         ),
     ]
 

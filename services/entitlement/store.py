@@ -9,8 +9,6 @@ from typing import Any
 
 import asyncpg
 
-from contracts import topics
-from contracts.events import Encoded, Outgoing, encode, topic_of
 from services.entitlement import domain
 from services.entitlement.domain import (
     Arrear,
@@ -22,7 +20,6 @@ from services.entitlement.domain import (
     Service,
     StoredLicence,
 )
-from shared import outbox, packed
 
 Key = tuple[str, str]  # (org_id, resource)
 # (usage_id, org_id, resource, occurred_at, quantity, outstanding)
@@ -311,67 +308,19 @@ async def mark_fulfilled(conn: asyncpg.Connection, order_id: str, org_id: str, l
 # ---------------------------------------------------------------- ledger
 
 
-async def emit(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> None:
-    """Write events to the outbox, and the ledger's also to the ledger table, serialised once:
-    the ledger row's `data` is cut from the outbox payload (see `data_of`).
-
-    The ledger rows are inserted by the outbox's own statement, after its append lock: the lock,
-    held to commit, then also keeps the ledger's `seq` (the `GET .../ledger?after=` cursor) in
-    commit order, so a reader paging after a seq never misses a row that commits later below it."""
-    rows: list[outbox.Row] = []
-    ledger: list[tuple[str, str, str | None, str, datetime, bytes]] = []
-    for e in events:
-        payload = encode(e)
-        topic = topic_of(e.type)
-        rows.append((e.id, topic, e.subject, payload))
-        if topic == topics.LEDGER:
-            resource = e.data.get("resource") if isinstance(e, Encoded) else getattr(e.data, "resource", None)
-            ledger.append((e.id, e.subject, resource, e.type, e.time, data_of(e, payload)))
-    if not ledger:
-        await outbox.add_rows(conn, rows)
-        return
-    ids, orgs, resources, types, times, data = zip(*ledger, strict=True)
-    cols = (packed.texts(ids), packed.texts(orgs), packed.texts([r or "" for r in resources]), packed.texts(types),
-            list(times), packed.blobs(data))
-    if None in cols:  # a value that does not pack (shared/packed.py): the arrays
-        await outbox.add_rows(conn, rows, also=_LEDGER_ROWS, args=[list(c) for c in (ids, orgs, resources, types,
-                                                                                        times, data)])
-        return
-    await outbox.add_rows(conn, rows, also=_LEDGER_ROWS_PACKED, args=cols)
-
-
-_LEDGER_ROWS = """,
-     led AS (INSERT INTO ledger (event_id, org_id, resource, type, time, data)
-             SELECT e, o, r, t, ts, convert_from(d, 'UTF8')::json
-             FROM lock, unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::bytea[])
-                  AS v(e, o, r, t, ts, d))"""
-# The same with the text columns packed (a resource is never empty: '' stands for none).
-_LEDGER_ROWS_PACKED = f""",
-     led AS (INSERT INTO ledger (event_id, org_id, resource, type, time, data)
-             SELECT e, o, nullif(r, ''), t, ts, d::json
-             FROM lock, unnest({packed.split("$5::text")}, {packed.split("$6::text")}, {packed.split("$7::text")},
-                               {packed.split("$8::text")}, $9::timestamptz[], {packed.split("$10::text")})
-                  AS v(e, o, r, t, ts, d))"""
-
-
-def data_of(event: Outgoing, payload: bytes) -> bytes:
-    """The JSON of `event.data` inside its encoded `payload`: from the top-level `"data":` member
-    to the payload's closing brace. `data` is the envelope's last field, and the first `,"data":`
-    is that member (a quote inside the string members before it is escaped). An event with
-    extension attributes (serialised after `data`) is serialised again instead."""
-    start = payload.find(b',"data":')
-    if isinstance(event, Encoded):  # no extension attributes
-        return payload[start + 8:-1]
-    if event.__pydantic_extra__ or start < 0:
-        return event.data.model_dump_json().encode()
-    return payload[start + 8:-1]
-
-
 async def ledger_page(conn: asyncpg.Connection, org_id: str, resource: str | None, after: int,
                       limit: int) -> list[LedgerRow]:
+    """An org's ledger entries after the cursor `after`, in seq (commit) order: those from before
+    migration 005, then those stored once in the outbox. Each part is read in seq order and stops
+    at `limit` (an entry's JSON is parsed only when read), whatever the org's ledger holds."""
     rows = await conn.fetch(
-        """SELECT seq, event_id, type, time, resource, data FROM ledger
-           WHERE org_id = $1 AND ($2::text IS NULL OR resource = $2) AND seq > $3 ORDER BY seq LIMIT $4""",
+        """SELECT * FROM (
+             (SELECT seq, event_id, type, time, resource, data FROM ledger_before
+              WHERE org_id = $1 AND ($2::text IS NULL OR resource = $2) AND seq > $3 ORDER BY seq LIMIT $4)
+             UNION ALL
+             (SELECT seq, event_id, type, time, resource, data FROM ledger_since
+              WHERE org_id = $1 AND ($2::text IS NULL OR resource = $2) AND seq > $3 ORDER BY seq LIMIT $4)
+           ) t ORDER BY seq LIMIT $4""",
         org_id, resource, after, limit,
     )
     return [LedgerRow(**dict(r)) for r in rows]

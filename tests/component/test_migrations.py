@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 
 import asyncpg
 
-from contracts.events import DeductionRequestedData, UsageDeductedData, UsageRejectedLedgerData
+from contracts import topics
+from contracts.events import (
+    DeductionRequestedData,
+    Encoded,
+    UsageDeductedData,
+    UsageRejectedLedgerData,
+    encode,
+    encoded,
+)
+from services.entitlement import store
 from services.entitlement.app import MIGRATIONS
-from shared import inbox, migrate
+from shared import db, inbox, migrate, outbox
 
 
 async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_noop(database):
@@ -19,15 +29,16 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == [
             "shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql", "shared/003_outbox_resolutions.sql",
             "shared/004_outbox_pending.sql", "shared/005_inbox_bytewise_keys.sql",
-            "shared/006_outbox_cursor.sql", "service/001_init.sql", "service/002_arrears_per_org.sql",
-            "service/003_inbox_usage_keys_per_org.sql", "service/004_ledger_lighter.sql"]
+            "shared/006_outbox_cursor.sql", "shared/007_outbox_kept.sql", "service/001_init.sql",
+            "service/002_arrears_per_org.sql", "service/003_inbox_usage_keys_per_org.sql",
+            "service/004_ledger_lighter.sql", "service/005_ledger_in_outbox.sql"]
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == []
         tables = {r["table_name"] for r in await conn.fetch(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'entitlement'")}
         assert tables == {"schema_migrations", "outbox", "outbox_resolutions", "outbox_cursor", "outbox_republish",
-                          "outbox_state", "inbox", "balances",
+                          "outbox_state", "outbox_kept", "inbox", "balances",
                           "lots", "arrears", "licences",
-                          "licence_periods", "services", "fulfilled_orders", "ledger"}
+                          "licence_periods", "services", "fulfilled_orders", "ledger", "ledger_before", "ledger_since"}
         # the inbox keys compare byte by byte (issue 13), whatever the database's collation
         assert {r["attname"]: r["collname"] for r in await conn.fetch(
             """SELECT a.attname, c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
@@ -39,12 +50,14 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                WHERE i.indrelid = 'entitlement.arrears'::regclass AND i.indisprimary""")
         assert pk == "org_id,usage_id"  # a usage id is unique per org (SPEC 7.3)
-        # the ledger keeps one index besides its key, and data as written (issue 13)
-        assert await conn.fetchval("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                                   "WHERE attrelid = 'entitlement.ledger'::regclass AND attname = 'data'") == "json"
-        assert {r["indexname"] for r in await conn.fetch(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = 'entitlement' AND tablename = 'ledger'")} == {
-            "ledger_pkey", "ledger_by_org"}
+        # the ledger is stored once: a view of the outbox rows on the ledger topic, kept, found per
+        # org by one index (issue 13)
+        assert await conn.fetchval("SELECT relkind FROM pg_class WHERE oid = 'entitlement.ledger'::regclass") == b"v"
+        assert await conn.fetch("SELECT topic FROM entitlement.outbox_kept") == [("aimis.ledger.v1",)]
+        assert await conn.fetchval(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'entitlement' AND indexname = 'outbox_ledger_by_org'"
+        ) == ("CREATE INDEX outbox_ledger_by_org ON entitlement.outbox USING btree (key, seq) "
+              "WHERE (topic = 'aimis.ledger.v1'::text)")
     finally:
         await conn.close()
 
@@ -71,11 +84,70 @@ async def test_uses_claimed_before_per_org_keys_stay_claimed_after_the_upgrade(d
             "u-1", "u-2", "org-a:u-9", "u-3"}
 
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == [
-            "service/003_inbox_usage_keys_per_org.sql", "service/004_ledger_lighter.sql"]
+            "service/003_inbox_usage_keys_per_org.sql", "service/004_ledger_lighter.sql",
+            "service/005_ledger_in_outbox.sql"]
         await conn.execute("SET search_path TO entitlement")
 
         assert await inbox.claim(conn, "usage", ["org-a:u-1", "org-a:u-2", "org-b:org-a:u-9"]) == set()
         assert await inbox.claim(conn, "usage", ["org-b:u-1", "org-c:u-3"]) == {"org-b:u-1", "org-c:u-3"}
         assert await inbox.claim(conn, "usage", ["u-1", "org-a:u-9"]) == set()  # the old rows stay
+    finally:
+        await conn.close()
+
+
+def _ledger_event(org: str, usage_id: str, resource: str, at: datetime) -> Encoded:
+    return encoded(UsageRejectedLedgerData, org, {
+        "org_id": org, "usage_id": usage_id, "resource": resource, "quantity": 1, "occurred_at": at,
+        "channel": "online", "reason": "INSUFFICIENT_BALANCE"}, "/aimis/entitlement", time=at)
+
+
+async def test_the_ledger_from_before_it_was_stored_once_reads_on_in_one_order(database, tmp_path: Path):
+    """Entries written twice before migration 005 (outbox row and ledger row) and entries stored
+    once after it are one ledger: each read once, in seq order, with its fields; a cursor taken
+    before the upgrade goes on; housekeeping deletes the old outbox copies and other topics' rows,
+    never a ledger entry."""
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for name in ("001_init.sql", "002_arrears_per_org.sql", "003_inbox_usage_keys_per_org.sql",
+                 "004_ledger_lighter.sql"):
+        shutil.copy(MIGRATIONS / name, before / name)
+    conn = await asyncpg.connect(await database.create_empty())
+    at = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    try:
+        await migrate.migrate(conn, "entitlement", before)
+        await conn.execute("SET search_path TO entitlement")
+        await db._init_connection(conn)
+        old = [_ledger_event("org-a", "u-1", "ai_review", at), _ledger_event("org-b", "u-2", "ai_review", at),
+               _ledger_event("org-a", "u-3", "cloud_inspection", at)]
+        for e in old:  # as entitlement wrote them before: the outbox row, and the ledger row
+            await outbox.add(conn, [e])
+            await conn.execute(
+                "INSERT INTO ledger (event_id, org_id, resource, type, time, data) VALUES ($1, $2, $3, $4, $5, $6)",
+                e.id, e.subject, e.data["resource"], e.type, e.time, json.loads(encode(e))["data"])
+        await conn.execute("UPDATE ledger SET seq = seq + 100")  # ledger seqs are not the outbox's
+        await conn.execute("SELECT setval('ledger_seq_seq', 103)")
+        await outbox.add_rows(conn, [("dead-1", topics.ENTITLEMENT_DLQ, "org-a", b'{"id": "dead-1"}')])
+        cursor = await conn.fetchval("SELECT min(seq) FROM ledger WHERE org_id = 'org-a'")  # page 1 of 1
+
+        assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == ["service/005_ledger_in_outbox.sql"]
+        await conn.execute("SET search_path TO entitlement")
+        new = [_ledger_event("org-a", "u-4", "ai_review", at), _ledger_event("org-b", "u-5", "cloud_inspection", at)]
+        await outbox.add(conn, new)
+
+        page = await store.ledger_page(conn, "org-a", None, 0, 10)
+        assert [r.data["usage_id"] for r in page] == ["u-1", "u-3", "u-4"]
+        assert page[0].seq == cursor and page[1].seq < page[2].seq
+        assert [r.data["usage_id"] for r in await store.ledger_page(conn, "org-a", None, cursor, 10)] == ["u-3", "u-4"]
+        assert [r.data["usage_id"] for r in await store.ledger_page(conn, "org-a", "ai_review", 0, 10)] == ["u-1", "u-4"]
+        assert [r.data["usage_id"] for r in await store.ledger_page(conn, "org-b", None, 0, 10)] == ["u-2", "u-5"]
+        entry = page[2]
+        assert (entry.event_id, entry.type, entry.time, entry.resource) == (new[0].id, new[0].type, at, "ai_review")
+        assert entry.data == json.loads(encode(new[0]))["data"]
+
+        await conn.execute("UPDATE outbox SET created_at = now() - interval '2 days'")
+        await conn.execute("UPDATE outbox_cursor SET sent_upto = (SELECT max(seq) FROM outbox)")
+        assert await outbox.purge_sent(conn, 86_400) == 4  # the three old copies and the dead letter
+        assert [r.data["usage_id"] for r in await store.ledger_page(conn, "org-a", None, 0, 10)] == ["u-1", "u-3", "u-4"]
+        assert [r.data["usage_id"] for r in await store.ledger_page(conn, "org-b", None, 0, 10)] == ["u-2", "u-5"]
     finally:
         await conn.close()

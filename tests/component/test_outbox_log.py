@@ -170,7 +170,8 @@ async def test_the_upgrade_to_the_log_sends_what_was_pending_and_nothing_already
             else:
                 await conn.execute("INSERT INTO outbox_pending VALUES ($1)", seq)
         monkeypatch.undo()
-        assert await migrate.migrate(conn, SCHEMA, Path("/nonexistent")) == ["shared/006_outbox_cursor.sql"]
+        assert await migrate.migrate(conn, SCHEMA, Path("/nonexistent")) == [
+            "shared/006_outbox_cursor.sql", "shared/007_outbox_kept.sql"]
         states = {r["event_id"]: r["state"] for r in await conn.fetch("SELECT event_id, state FROM outbox_state")}
         assert states == {"sent-1": "sent", "pending-1": "unsent", "parked-1": "parked", "sent-2": "sent",
                           "pending-2": "unsent"}
@@ -193,13 +194,12 @@ async def test_the_upgrade_to_the_log_sends_what_was_pending_and_nothing_already
 
 
 async def test_entitlement_ledger_rows_take_their_seq_in_commit_order(database):
-    """The ledger table's seq is the `GET /v1/orgs/{org}/ledger?after=` cursor: a row committing
-    below a seq a reader already paged past would never be read. Entitlement's second writer takes
-    no ledger seq while the first is uncommitted (sequences are not transactional, so a seq taken
-    early shows in `last_value` at once)."""
+    """The ledger's seq (its outbox row's) is the `GET /v1/orgs/{org}/ledger?after=` cursor: a row
+    committing below a seq a reader already paged past would never be read. Entitlement's second
+    writer takes no seq while the first is uncommitted (sequences are not transactional, so a seq
+    taken early shows in `last_value` at once)."""
     from contracts import events as ev
     from contracts.events import encoded
-    from services.entitlement import store
 
     dsn = await database.create("entitlement", Path("services/entitlement/migrations"))
     conns = [await asyncpg.connect(dsn, server_settings={"search_path": "entitlement"}) for _ in range(3)]
@@ -213,19 +213,19 @@ async def test_entitlement_ledger_rows_take_their_seq_in_commit_order(database):
 
     async def emit_in_transaction(conn: asyncpg.Connection, usage_id: str) -> None:
         async with conn.transaction():
-            await store.emit(conn, [use(usage_id)])
+            await outbox.add(conn, [use(usage_id)])
 
     try:
         tx = first.transaction()
         await tx.start()
-        await store.emit(first, [use("u-first")])
+        await outbox.add(first, [use("u-first")])
         first_seq = await first.fetchval("SELECT seq FROM ledger WHERE data->>'usage_id' = 'u-first'")
         pid = await second.fetchval("SELECT pg_backend_pid()")
         blocked = asyncio.create_task(emit_in_transaction(second, "u-second"))
         await wait_until(lambda: watcher.fetchval(
             "SELECT wait_event_type = 'Lock' AND wait_event = 'advisory' FROM pg_stat_activity WHERE pid = $1",
             pid), timeout=10, interval=0.02)
-        assert await watcher.fetchval("SELECT last_value FROM ledger_seq_seq") == first_seq
+        assert await watcher.fetchval("SELECT last_value FROM outbox_seq_seq") == first_seq
         await tx.commit()
         await asyncio.wait_for(blocked, timeout=10)
         rows = await watcher.fetch("SELECT data->>'usage_id' AS u FROM ledger ORDER BY seq")

@@ -82,10 +82,12 @@ async def test_a_deduction_postgresql_cannot_store_goes_to_the_dead_letter_topic
         await rt.pool.execute("""
             CREATE FUNCTION refuse_b() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-              IF NEW.org_id = 'org-b' THEN RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END IF;
+              IF NEW.key = 'org-b' AND NEW.topic = 'aimis.ledger.v1' THEN
+                RAISE EXCEPTION 'refused' USING ERRCODE = '22023';
+              END IF;
               RETURN NEW;
             END $$;
-            CREATE TRIGGER refuse_b BEFORE INSERT ON ledger FOR EACH ROW EXECUTE FUNCTION refuse_b();""")
+            CREATE TRIGGER refuse_b BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse_b();""")
         poison = deduction("org-b", "u-2")
         before = REGISTRY.get_sample_value(
             "aimis_dead_letters_total",
