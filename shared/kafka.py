@@ -190,10 +190,12 @@ class Offsets:
         self._last: asyncio.Task[None] | None = None
 
     async def commit(self, consumer: AIOKafkaConsumer, records: list[ConsumerRecord]) -> None:
-        upto: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            upto[tp] = max(upto.get(tp, 0), r.offset + 1)
+        last: dict[tuple[str, int], int] = {}
+        for r in records:  # plain tuples: a TopicPartition per record cost 1.6% of entitlement's CPU
+            k = (r.topic, r.partition)
+            if last.get(k, -1) < r.offset:
+                last[k] = r.offset
+        upto = {TopicPartition(t, p): o + 1 for (t, p), o in last.items()}
         await self.settle()
         self._last = asyncio.create_task(self._send(consumer, upto), name=f"commit-{self.name}")
         _IN_FLIGHT.add(self._last)
