@@ -11,6 +11,8 @@
 3. latency: usage paced at `--rate` events/s for `--seconds`; p50, p99 and max from produce to the
    ledger entry being readable on the topic (each event carries its send time in `attributes`);
 4. each service's peak resident memory (VmHWM).
+Phase 3 also counts PostgreSQL's own work meanwhile (checkpoints, autovacuums and autoanalyzes of
+the services' tables): the latency's tail comes in bursts with it.
 Phase 2 also prints each service's CPU per 1,000 events (steadier than rates on a shared machine),
 and PostgreSQL's (the cluster's processes) and Kafka's when they run on this machine;
 `--batches` prints each consumer's mean batch size and time and the outbox rows published.
@@ -163,6 +165,7 @@ class Results:
     latency_note: str = ""
     rss_mib: dict[str, float] = field(default_factory=dict)
     cpu_ms_per_1k: dict[str, float] = field(default_factory=dict)  # CPU per 1,000 events in phase 2
+    maintenance: str = ""  # PostgreSQL's own work during phase 3 (`maintenance`)
 
     @property
     def ratio(self) -> float:
@@ -462,6 +465,20 @@ def latency_parts(parts: list[tuple[str, float, float, float, float]], metering:
         f"{worst[w] * 1000:.0f}" for w in sorted(worst))
 
 
+async def maintenance(conn: asyncpg.Connection) -> tuple[int, int, int]:
+    """PostgreSQL's own work so far: checkpoints (the server's), and autovacuums and autoanalyzes
+    of the services' tables (in `conn`'s database). The latency's tail comes in bursts that matched
+    these in PostgreSQL's log (docs/benchmarks.md, seventh pass); counted here, every run says so."""
+    try:  # PostgreSQL 17 moved the checkpoint counters
+        checkpoints = await conn.fetchval("SELECT num_timed + num_requested FROM pg_stat_checkpointer")
+    except asyncpg.UndefinedTableError:
+        checkpoints = await conn.fetchval("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+    row = await conn.fetchrow(
+        """SELECT coalesce(sum(autovacuum_count), 0), coalesce(sum(autoanalyze_count), 0)
+           FROM pg_stat_all_tables WHERE schemaname IN ('metering', 'entitlement')""")
+    return int(checkpoints), int(row[0]), int(row[1])
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
@@ -529,8 +546,16 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
                 expected.set_result(await asyncio.to_thread(q2.get, True, args.seconds + 120))
 
             waiter = asyncio.create_task(wait_count())
-            lat = sorted(await watch.latencies(expected, timeout_s=60))
-            await waiter
+            in_db = await asyncpg.connect(dsn)
+            try:
+                before = await maintenance(in_db)
+                lat = sorted(await watch.latencies(expected, timeout_s=60))
+                await waiter
+                work = [b - a for a, b in zip(before, await maintenance(in_db), strict=True)]
+            finally:
+                await in_db.close()
+            res.maintenance = (f"{work[0]} checkpoint(s) started, {work[1]} autovacuum(s) and {work[2]} "
+                               "autoanalyze(s) of the services' tables")
             await deductions.stop()
             pp.join(timeout=60)
             sent = expected.result()
@@ -542,6 +567,7 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
             print(f"3. latency at {args.rate:,}/s for {args.seconds:.0f} s ({sent:,} events): "
                   + ", ".join(f"{k} {v:,.0f} ms" for k, v in res.latency.items())
                   + (f" — {res.latency_note}" if res.latency_note else ""), flush=True)
+            print(f"   PostgreSQL's own work meanwhile: {res.maintenance}", flush=True)
             if args.batches and watch.parts:
                 print("   " + latency_parts(watch.parts, deductions.seen), flush=True)
 
@@ -593,6 +619,8 @@ def record(path: Path, res: Results, args: argparse.Namespace, how: str) -> None
         lines.append(f"| latency {k} at {args.rate:,}/s for {args.seconds:.0f} s | {v:,.0f} ms |")
     if res.latency_note:
         lines.append(f"| latency note | {res.latency_note} |")
+    if res.maintenance:
+        lines.append(f"| PostgreSQL's own work during the latency run | {res.maintenance} |")
     for k, v in res.rss_mib.items():
         lines.append(f"| peak RSS {k} | {v:,.0f} MiB |")
     with path.open("a") as f:
