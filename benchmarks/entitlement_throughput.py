@@ -58,9 +58,7 @@ async def run(bootstrap: str, base_dsn: str, n_uses: int, n_orgs: int, max_recor
             # another, and each join pauses the others for a rebalance (1-5 s, or none, by luck): the
             # backlog is loaded once every consumer holds its partitions. It is produced ~5 times
             # faster than it is consumed, so the batches are full from the first.
-            subs = app.state.runtime._subscribers
-            await wait_until(lambda: all(sub.consumer is not None and sub.consumer.assignment() for sub in subs), 60,
-                             interval=0.01)
+            await wait_until(app.state.runtime.consumers_assigned, 60, interval=0.01)
             for i in range(0, n_uses, 5000):
                 await rules.send(prod, *uses[i:i + 5000])
             await wait_until(lambda: conn.fetchval("SELECT count(*) = $1 FROM inbox WHERE stream = 'usage'", n_uses),

@@ -86,6 +86,10 @@ class Runtime:
             batch_timeout_ms=self.settings.batch_timeout_ms, **kw,
         ))
 
+    def consumers_assigned(self) -> bool:
+        """Whether every consumer of this process holds partitions (has joined its group)."""
+        return all(s.consumer is not None and s.consumer.assignment() for s in self._subscribers)
+
     def _assigned(self) -> list[Any]:
         """The partitions this process's consumers are assigned now."""
         return [tp for s in self._subscribers if s.consumer is not None for tp in s.consumer.assignment()]

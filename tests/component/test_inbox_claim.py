@@ -15,11 +15,8 @@ from tests.support.kafka import wait_until
 
 
 async def test_claims_answer_exactly_the_keys_not_seen_before(database):
-    dsn = await database.create_empty()
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(await _claims_schema(database), server_settings={"search_path": "claims"})
     try:
-        await migrate.migrate(conn, "claims", Path("/nonexistent"))
-        await conn.execute("SET search_path TO claims")
         assert await inbox.claim(conn, "s", ["a", "b"]) == {"a", "b"}
         assert await inbox.claim(conn, "s", ["b", "c", "c", "d", "a"]) == {"c", "d"}
         assert await inbox.claim(conn, "s", ["d", "c"]) == set()
@@ -67,13 +64,12 @@ async def test_a_key_claimed_by_a_transaction_in_flight_is_new_only_if_that_one_
     first = await asyncpg.connect(dsn, server_settings={"search_path": "claims"})
     second = await asyncpg.connect(dsn, server_settings={"search_path": "claims"})
     try:
-        for outcome, expected in (("ROLLBACK", {"k1", "x1"}), ("COMMIT", {"x2"})):
-            key = "k1" if outcome == "ROLLBACK" else "k2"
+        for outcome, key, other, expected in (("ROLLBACK", "k1", "x1", {"k1", "x1"}), ("COMMIT", "k2", "x2", {"x2"})):
             await first.execute("BEGIN")
             assert await inbox.claim(first, "s", [key]) == {key}
             tx = second.transaction()
             await tx.start()
-            waiting = asyncio.ensure_future(inbox.claim(second, "s", [key, expected_other(expected)]))
+            waiting = asyncio.ensure_future(inbox.claim(second, "s", [key, other]))
             await wait_until(lambda: blocked(first), 30)
             assert not waiting.done()
             await first.execute(outcome)
@@ -82,10 +78,6 @@ async def test_a_key_claimed_by_a_transaction_in_flight_is_new_only_if_that_one_
     finally:
         await first.close()
         await second.close()
-
-
-def expected_other(expected: set[str]) -> str:
-    return next(k for k in expected if k.startswith("x"))
 
 
 async def blocked(conn: asyncpg.Connection) -> bool:
