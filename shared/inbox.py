@@ -43,7 +43,7 @@ async def sent(conn: asyncpg.Connection, stream: str, message_ids: Sequence[str]
     if savepoint:
         await conn.execute("SAVEPOINT inbox_claim")
     answer = asyncio.ensure_future(_insert(conn, stream, unique, rows, arg, savepoint))
-    await asyncio.sleep(0)  # the insert is written (a prepared statement: no round trip first)
+    await asyncio.sleep(0)  # the insert is written (prepared after its first use: no round trip before it)
     return answer
 
 
