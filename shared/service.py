@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 Hook = Callable[["Runtime"], Awaitable[None]]
 
+STOP_WITHIN_S = 20.0  # the longest a stop takes (Kubernetes kills a pod 30 s after asking it to stop)
+
 
 class Runtime:
     """One service process: owns schema `name` in the database and the consumer group `aimis-<name>`."""
@@ -150,25 +152,43 @@ class Runtime:
             await hook(self)
         log.info("%s started", self.name)
 
-    async def stop(self) -> None:
+    async def stop(self, within_s: float = STOP_WITHIN_S) -> None:
+        """Stop, in `within_s` at most (an orchestrator kills what takes longer): each step gets
+        what is left of it; a step that overruns is logged by name and left behind (the pool is
+        terminated). Nothing is lost by that: an uncommitted batch comes back, the outbox keeps
+        what was not published."""
+        deadline = asyncio.get_running_loop().time() + within_s
         for hook in reversed(self.on_stop):
-            await hook(self)
+            await self._step("a stop hook", hook(self), deadline)
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        await self._step("the background tasks", asyncio.wait(self._tasks) if self._tasks else None, deadline)
         self._tasks.clear()
-        await self.progress.stop()
+        await self._step("the progress monitor", self.progress.stop(), deadline)
         if self.relay:
-            await self.relay.stop()
-        await self.publisher.stop()
-        await kafka.settle_commits()
-        await self.broker.stop()
-        await self.close_database()
+            await self._step("the outbox relay", self.relay.stop(), deadline)
+        await self._step("the relay's producer", self.publisher.stop(), deadline)
+        await self._step("the last offset commits", kafka.settle_commits(), deadline)
+        await self._step("the consumers", self.broker.stop(), deadline)
+        if self._pool is not None and not await self._step("the database pool", self._pool.close(), deadline):
+            self._pool.terminate()
+        self._pool = None
         log.info("%s stopped", self.name)
+
+    async def _step(self, what: str, work: Awaitable[Any] | None, deadline: float) -> bool:
+        """Await `work` until `deadline`; False (logged, the work cancelled) when it overran."""
+        if work is None:
+            return True
+        task = asyncio.ensure_future(work)
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
+        done, _ = await asyncio.wait([task], timeout=left)
+        if done:
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("%s: stopping %s failed: %r", self.name, what, task.exception())
+            return True
+        log.warning("%s: stopping %s took longer than the stop allows; left behind", self.name, what)
+        task.cancel()
+        return False
 
     async def _housekeeping(self, every_s: float = 3600.0, keep_s: int = 86_400) -> None:
         """Delete outbox rows published more than `keep_s` ago, every `every_s`."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -41,7 +42,16 @@ async def serve_in_process(app: FastAPI, port: int | None = None) -> AsyncIterat
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, timeout=30)
+        done, _ = await asyncio.wait([task], timeout=30)  # the service's stop is bounded at 20 s
+        if not done:
+            stacks = []
+            for t in asyncio.all_tasks():
+                frames = io.StringIO()
+                t.print_stack(limit=8, file=frames)
+                stacks.append(frames.getvalue())
+            task.cancel()
+            raise TimeoutError("the service did not stop within 30 s; its tasks:\n" + "\n".join(stacks))
+        task.result()
 
 
 class ServiceProcess:
