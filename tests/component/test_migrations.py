@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import asyncpg
@@ -31,7 +31,8 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
             "shared/004_outbox_pending.sql", "shared/005_inbox_bytewise_keys.sql",
             "shared/006_outbox_cursor.sql", "shared/007_outbox_kept.sql", "service/001_init.sql",
             "service/002_arrears_per_org.sql", "service/003_inbox_usage_keys_per_org.sql",
-            "service/004_ledger_lighter.sql", "service/005_ledger_in_outbox.sql"]
+            "service/004_ledger_lighter.sql", "service/005_ledger_in_outbox.sql",
+            "service/006_lots_hot_updates.sql"]
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == []
         tables = {r["table_name"] for r in await conn.fetch(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'entitlement'")}
@@ -62,6 +63,38 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
         await conn.close()
 
 
+async def test_a_deduction_rewrites_a_lot_in_place_and_a_spent_lot_is_no_longer_drawable(database):
+    """A lot's remainder changes on every deduction batch: the update must be HOT (no new index
+    entries; issue 13), which no index naming `remaining` allows, and the drawable lots must still
+    leave out a spent one."""
+    conn = await asyncpg.connect(await database.create_empty(), server_settings={"search_path": "entitlement"})
+    try:
+        await migrate.migrate(conn, "entitlement", MIGRATIONS)
+        now = datetime.now(timezone.utc)
+        await conn.execute(
+            """INSERT INTO lots (lot_id, org_id, resource, order_id, line, sku, quantity, remaining, storage_years,
+                                 credited_at, expires_at)
+               SELECT 'o-' || i || '.0', 'org-1', 'cloud_inspection', 'o-' || i, 0, 'CI-QTY', 10, 10, 1, $1::timestamptz,
+                      $1::timestamptz + interval '1 year' FROM generate_series(1, 40) AS i""", now)
+        lots = await store.drawable_lots(conn, [("org-1", "cloud_inspection")], now, timedelta(0))
+        drawn = lots[("org-1", "cloud_inspection")]
+        assert len(drawn) == 40
+        for lot in drawn:
+            lot.remaining = 0 if lot.lot_id == "o-1.0" else lot.remaining - 3
+        async with conn.transaction():
+            await store.save_deductions(conn, drawn, [], {})
+            updated, hot = await conn.fetchrow(
+                "SELECT pg_stat_get_xact_tuples_updated('lots'::regclass), "
+                "pg_stat_get_xact_tuples_hot_updated('lots'::regclass)")
+        assert (updated, hot) == (40, 40)
+        left = await store.drawable_lots(conn, [("org-1", "cloud_inspection")], now, timedelta(0))
+        assert sorted(lot.lot_id for lot in left[("org-1", "cloud_inspection")]) == sorted(
+            f"o-{i}.0" for i in range(2, 41))
+        assert {lot.remaining for lot in left[("org-1", "cloud_inspection")]} == {7}
+    finally:
+        await conn.close()
+
+
 async def test_uses_claimed_before_per_org_keys_stay_claimed_after_the_upgrade(database, tmp_path: Path):
     """A use claimed under its bare id before SPEC 7.3 and delivered again after the upgrade is still
     a duplicate; another org's use of the same id is not; an old claim is never dropped."""
@@ -85,7 +118,7 @@ async def test_uses_claimed_before_per_org_keys_stay_claimed_after_the_upgrade(d
 
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == [
             "service/003_inbox_usage_keys_per_org.sql", "service/004_ledger_lighter.sql",
-            "service/005_ledger_in_outbox.sql"]
+            "service/005_ledger_in_outbox.sql", "service/006_lots_hot_updates.sql"]
         await conn.execute("SET search_path TO entitlement")
 
         assert await inbox.claim(conn, "usage", ["org-a:u-1", "org-a:u-2", "org-b:org-a:u-9"]) == set()
@@ -129,7 +162,8 @@ async def test_the_ledger_from_before_it_was_stored_once_reads_on_in_one_order(d
         await outbox.add_rows(conn, [("dead-1", topics.ENTITLEMENT_DLQ, "org-a", b'{"id": "dead-1"}')])
         cursor = await conn.fetchval("SELECT min(seq) FROM ledger WHERE org_id = 'org-a'")  # page 1 of 1
 
-        assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == ["service/005_ledger_in_outbox.sql"]
+        assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == [
+            "service/005_ledger_in_outbox.sql", "service/006_lots_hot_updates.sql"]
         await conn.execute("SET search_path TO entitlement")
         new = [_ledger_event("org-a", "u-4", "ai_review", at), _ledger_event("org-b", "u-5", "cloud_inspection", at)]
         await outbox.add(conn, new)
