@@ -55,6 +55,7 @@ from tests.support.services import ServiceProcess  # noqa: E402
 
 PARTITIONS = 6  # the services' default (AIMIS topic_partitions)
 USAGE_MARK = b'"type":"aimis.ledger.usage_'
+SENT_MARK = b'"sent":'  # the paced usage's send time, which its ledger entry keeps in attributes
 PRODUCER_KW = dict(acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=256 * 1024)
 
 
@@ -244,32 +245,33 @@ class LedgerWatch:
         return seen, time.time()
 
     async def latencies(self, expected: asyncio.Future[int], timeout_s: float) -> list[float]:
-        """Latency (s) of every usage entry carrying a send time, until `expected` are read."""
+        """Latency (s) of every usage entry carrying a send time, until `expected` are read. An
+        entry counts as read when `getmany` hands it over; the loop only keeps it then and parses
+        the entries once all are in, so that its own work delays no entry it measures."""
         assert self.consumer is not None
-        out: list[float] = []
+        read: list[tuple[float, int, bytes]] = []  # (read, the record's timestamp, value)
         deadline: float | None = None
         while True:
             if expected.done():
-                if len(out) >= expected.result():
-                    return out
+                if len(read) >= expected.result():
+                    break
                 deadline = deadline or time.monotonic() + timeout_s
                 if time.monotonic() > deadline:
-                    return out
+                    break
             batches = await self.consumer.getmany(timeout_ms=50, max_records=5000)
             now = time.time()
             for records in batches.values():
-                for r in records:
-                    if USAGE_MARK not in r.value:
-                        continue
-                    doc = json.loads(r.value)
-                    attrs = doc["data"].get("attributes") or {}
-                    if "sent" in attrs:
-                        sent = float(attrs["sent"])
-                        out.append(now - sent)
-                        # where it went: to entitlement's deduction (the entry's time), to the relay's
-                        # send (the record's timestamp), to being read here
-                        deducted = datetime.fromisoformat(doc["time"]).timestamp()
-                        self.parts.append((doc["data"]["usage_id"], sent, deducted, r.timestamp / 1000, now))
+                read += [(now, r.timestamp, r.value) for r in records if USAGE_MARK in r.value and SENT_MARK in r.value]
+        out: list[float] = []
+        for now, timestamp, value in read:
+            doc = json.loads(value)
+            sent = float(doc["data"]["attributes"]["sent"])
+            out.append(now - sent)
+            # where it went: to entitlement's deduction (the entry's time), to the relay's send (the
+            # record's timestamp), to being read here
+            deducted = datetime.fromisoformat(doc["time"]).timestamp()
+            self.parts.append((doc["data"]["usage_id"], sent, deducted, timestamp / 1000, now))
+        return out
 
 
 async def setup_orgs(bootstrap: str, dsn: str, orgs: list[str]) -> None:
@@ -570,6 +572,11 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
             print(f"   PostgreSQL's own work meanwhile: {res.maintenance}", flush=True)
             if args.batches and watch.parts:
                 print("   " + latency_parts(watch.parts, deductions.seen), flush=True)
+            if args.dump:
+                with args.dump.open("w") as f:
+                    for u, *times in watch.parts:
+                        json.dump([*deductions.seen.get(u, (None, None)), *times], f)
+                        f.write("\n")
 
         for p in procs:
             assert p.proc is not None
@@ -636,6 +643,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--batches", action="store_true", help="print each consumer's mean batch size and time")
+    ap.add_argument("--dump", type=Path, help="with --batches: each entry's times as JSON lines ([metering's "
+                    "batch, its relay's send, sent, entitlement's deduction, its relay's send, read])")
     ap.add_argument("--record", type=Path, help="append the results to this markdown file")
     args = ap.parse_args()
 
