@@ -163,6 +163,9 @@ class Runtime:
         for t in self._tasks:
             t.cancel()
         await self._step("the background tasks", asyncio.wait(self._tasks) if self._tasks else None, deadline)
+        for t in self._tasks:  # read what one raised before the stop, so it is not reported unread later
+            if t.done() and not t.cancelled():
+                t.exception()
         self._tasks.clear()
         await self._step("the progress monitor", self.progress.stop(), deadline)
         if self.relay:
