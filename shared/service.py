@@ -173,8 +173,9 @@ class Runtime:
         await self._step("the relay's producer", self.publisher.stop(), deadline)
         await self._step("the last offset commits", kafka.settle_commits(), deadline)
         await self._step("the consumers", self.broker.stop(), deadline)
-        if self._pool is not None and not await self._step("the database pool", self._pool.close(), deadline):
-            self._pool.terminate()
+        pool = self._pool
+        if pool is not None and not await self._step("the database pool", self.close_database(), deadline):
+            pool.terminate()
         self._pool = None
         log.info("%s stopped", self.name)
 
