@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
 from contracts import topics  # noqa: E402
 from shared import kafka as shared_kafka  # noqa: E402
@@ -61,15 +62,56 @@ PRODUCER_KW = dict(acks="all", enable_idempotence=True, linger_ms=5, max_batch_s
 
 def usage_record(org: str, i: int, occurred: datetime, sent: float | None = None) -> tuple[bytes, bytes]:
     """One usage event as the imaging platform sends it: (key, value)."""
-    data: dict[str, object] = {"quantity": 1 + i % 3, "inspection_id": f"insp-{i}", "site_id": "site-1"}
-    if sent is not None:
-        data["attributes"] = {"sent": repr(sent)}
-    doc = {
-        "specversion": "1.0", "id": f"bench-{uuid.uuid4().hex}", "source": "/bench/platform",
-        "type": "aimis.usage.ai_review" if i % 4 == 0 else "aimis.usage.cloud_inspection",
-        "subject": org, "time": occurred.isoformat(), "data": data,
-    }
-    return org.encode(), json.dumps(doc).encode()
+    return org.encode(), _usage_value(org, i, occurred.isoformat(), sent)
+
+
+def _usage_value(org: str, i: int, occurred: str, sent: float | None) -> bytes:
+    """The JSON of one usage event, written out directly (the load generator makes one per event:
+    json.dumps of a document cost it more than the aiokafka send; tests/unit/test_bench_load.py
+    checks each parses as the usage event it stands for)."""
+    kind = "ai_review" if i % 4 == 0 else "cloud_inspection"
+    attributes = "" if sent is None else f',"attributes":{{"sent":"{sent!r}"}}'
+    return (f'{{"specversion":"1.0","id":"bench-{uuid.uuid4().hex}","source":"/bench/platform",'
+            f'"type":"aimis.usage.{kind}","subject":"{org}","time":"{occurred}","data":{{"quantity":{1 + i % 3},'
+            f'"inspection_id":"insp-{i}","site_id":"site-1"{attributes}}}}}').encode()
+
+
+class Load:
+    """The load generator's producer: records go out as one closed record batch per partition
+    (`create_batch`/`send_batch`, as the services' relays send), each key on the partition the
+    default partitioner gives it, so each organisation's usage stays in order on one partition as
+    with `send`, at a fraction of `send`'s CPU per record. It stands in for the imaging platform,
+    which runs elsewhere: what it costs here is taken from the system under test."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str):
+        self.producer, self.topic = producer, topic
+        self.partition_of: dict[bytes, int] = {}
+        self._parts: list[int] = []
+        self.acks: list[asyncio.Future[object]] = []
+
+    async def send(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Hand `records` (key, value) to the producer, in order per key; their acks join `acks`."""
+        if not self._parts:
+            self._parts = sorted(await self.producer.partitions_for(self.topic))
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, value in records:
+            partition = self.partition_of.get(key)
+            if partition is None:
+                partition = self.partition_of[key] = DefaultPartitioner()(key, self._parts, self._parts)
+            by_partition.setdefault(partition, []).append((key, value))
+        for partition, group in by_partition.items():
+            batch = self.producer.create_batch()
+            for key, value in group:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send, start anew
+                    batch.close()
+                    self.acks.append(await self.producer.send_batch(batch, self.topic, partition=partition))
+                    batch = self.producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            batch.close()
+            self.acks.append(await self.producer.send_batch(batch, self.topic, partition=partition))
+
+    async def acked(self) -> None:
+        await asyncio.gather(*self.acks)
 
 
 # ------------------------------------------------------------------ child processes
@@ -79,14 +121,18 @@ def _produce_burst(bootstrap: str, topic: str, orgs: list[str], n: int, q: mp.Qu
     """Produce `n` usage records as fast as possible; put the first-send and last-ack times."""
 
     async def run() -> None:
-        occurred = datetime.now(timezone.utc) - timedelta(minutes=30)
-        payloads = [usage_record(orgs[i % len(orgs)], i, occurred) for i in range(n)]
+        occurred = (datetime.now(timezone.utc) - timedelta(minutes=30)).isoformat()
+        records = [(orgs[i % len(orgs)].encode(), _usage_value(orgs[i % len(orgs)], i, occurred, None))
+                   for i in range(n)]
         p = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_KW)
         await p.start()
         try:
+            load = Load(p, topic)
+            await load.send([])  # the topic's partitions, before the clock starts
             q.put(time.time())
-            futures = [await p.send(topic, value, key=key) for key, value in payloads]
-            await asyncio.gather(*futures)
+            for i in range(0, n, 5000):  # 5,000 at a time: sending starts before all are handed over
+                await load.send(records[i:i + 5000])
+            await load.acked()
             q.put(time.time())
         finally:
             await p.stop()
@@ -94,27 +140,31 @@ def _produce_burst(bootstrap: str, topic: str, orgs: list[str], n: int, q: mp.Qu
     asyncio.run(run())
 
 
-def _produce_paced(bootstrap: str, orgs: list[str], rate: int, seconds: float, q: mp.Queue[int]) -> None:
-    """Produce usage at `rate` events/s for `seconds`, in 10 ms ticks; put the count sent."""
+def _produce_paced(bootstrap: str, orgs: list[str], rate: int, seconds: float, q: mp.Queue[tuple[int, float]]) -> None:
+    """Produce usage at `rate` events/s for `seconds`, in 10 ms ticks; put the count sent and the
+    CPU seconds that took. Each event carries the time its tick handed it to the producer."""
 
     async def run() -> None:
         p = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_KW)
         await p.start()
-        sent, futures = 0, []
+        load = Load(p, topics.USAGE)
+        await load.send([])
+        sent, cpu0 = 0, time.process_time()
         try:
             t0 = time.monotonic()
-            occurred = datetime.now(timezone.utc) - timedelta(minutes=1)
+            occurred = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
             while (elapsed := time.monotonic() - t0) < seconds:
-                due = int(elapsed * rate)
-                while sent < due:
-                    key, value = usage_record(orgs[sent % len(orgs)], sent, occurred, sent=time.time())
-                    futures.append(await p.send(topics.USAGE, value, key=key))
-                    sent += 1
+                due, now = int(elapsed * rate), time.time()
+                tick = [(orgs[i % len(orgs)].encode(), _usage_value(orgs[i % len(orgs)], i, occurred, now))
+                        for i in range(sent, due)]
+                if tick:
+                    await load.send(tick)
+                    sent = due
                 await asyncio.sleep(0.01)
-            await asyncio.gather(*futures)
+            await load.acked()
         finally:
             await p.stop()
-        q.put(sent)
+        q.put((sent, time.process_time() - cpu0))
 
     asyncio.run(run())
 
@@ -166,6 +216,7 @@ class Results:
     latency_note: str = ""
     rss_mib: dict[str, float] = field(default_factory=dict)
     cpu_ms_per_1k: dict[str, float] = field(default_factory=dict)  # CPU per 1,000 events in phase 2
+    cores: str = ""  # CPU used in phase 3, per process group, in cores
     maintenance: str = ""  # PostgreSQL's own work during phase 3 (`maintenance`)
 
     @property
@@ -397,6 +448,38 @@ def infra_pids(conn_pid: int, bootstrap: str) -> dict[str, list[int]]:
     return out
 
 
+def machine_cpu() -> tuple[float, float, float]:
+    """The machine's (busy, steal, total) CPU seconds since boot, all cores (/proc/stat)."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, steal = v[3] + v[4], v[7] if len(v) > 7 else 0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = sum(v[:8])
+    return (total - idle - steal) / tick, steal / tick, total / tick
+
+
+class CpuMeter:
+    """CPU used by named groups of processes over a phase, in cores (seconds per second), and the
+    machine's busy and stolen share meanwhile: where the two cores went while latency was measured."""
+
+    def __init__(self, groups: dict[str, list[int]]):
+        self.groups = groups
+        self.t0 = time.monotonic()
+        self.before = {k: pids_cpu_s(v) for k, v in groups.items()}
+        self.machine0 = machine_cpu()
+
+    def cores(self, measured: dict[str, float]) -> str:
+        """`measured`: CPU seconds of processes that reported their own (and are gone by now)."""
+        elapsed = time.monotonic() - self.t0
+        parts = [f"{k} {v / elapsed:.2f}" for k, v in measured.items()]
+        for k, pids in self.groups.items():
+            used = sum(t - self.before[k].get(pid, 0.0) for pid, t in pids_cpu_s(pids).items())
+            parts.append(f"{k} {used / elapsed:.2f}")
+        busy, steal, total = (b - a for a, b in zip(self.machine0, machine_cpu(), strict=True))
+        cores = os.cpu_count() or 1
+        return (", ".join(parts) + f"; the machine {busy / total * cores:.2f} of {cores} busy, "
+                f"{steal / total * cores:.2f} stolen by the host")
+
+
 def pids_cpu_s(pids: list[int]) -> dict[int, float]:
     out = {}
     for pid in pids:
@@ -539,13 +622,21 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
             deductions = DeductionWatch(bootstrap)
             if args.batches:
                 await deductions.start()
-            q2: mp.Queue[int] = ctx.Queue()
+            q2: mp.Queue[tuple[int, float]] = ctx.Queue()
             pp = ctx.Process(target=_produce_paced, args=(bootstrap, orgs, args.rate, args.seconds, q2), daemon=True)
             pp.start()
+            meter = CpuMeter({
+                **{p.name: [p.proc.pid] for p in procs if p.proc is not None},
+                **infra_pids(backend, bootstrap),
+                "bench (reader)": [os.getpid()],
+            })
+            generator_cpu_s = 0.0
             expected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
             async def wait_count() -> None:
-                expected.set_result(await asyncio.to_thread(q2.get, True, args.seconds + 120))
+                nonlocal generator_cpu_s
+                sent, generator_cpu_s = await asyncio.to_thread(q2.get, True, args.seconds + 120)
+                expected.set_result(sent)
 
             waiter = asyncio.create_task(wait_count())
             in_db = await asyncpg.connect(dsn)
@@ -570,6 +661,8 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
                   + ", ".join(f"{k} {v:,.0f} ms" for k, v in res.latency.items())
                   + (f" — {res.latency_note}" if res.latency_note else ""), flush=True)
             print(f"   PostgreSQL's own work meanwhile: {res.maintenance}", flush=True)
+            res.cores = meter.cores({"load generator": generator_cpu_s})
+            print(f"   CPU meanwhile, in cores: {res.cores}", flush=True)
             if args.batches and watch.parts:
                 print("   " + latency_parts(watch.parts, deductions.seen), flush=True)
             if args.dump:
@@ -628,6 +721,8 @@ def record(path: Path, res: Results, args: argparse.Namespace, how: str) -> None
         lines.append(f"| latency note | {res.latency_note} |")
     if res.maintenance:
         lines.append(f"| PostgreSQL's own work during the latency run | {res.maintenance} |")
+    if res.cores:
+        lines.append(f"| CPU during the latency run, in cores | {res.cores} |")
     for k, v in res.rss_mib.items():
         lines.append(f"| peak RSS {k} | {v:,.0f} MiB |")
     with path.open("a") as f:
