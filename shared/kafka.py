@@ -31,7 +31,13 @@ STOP_S = 10.0  # the longest a producer's stop waits to deliver what it holds, t
 
 
 def make_broker(bootstrap: str, client_id: str, options: dict[str, str] | None = None, **kw: Any) -> KafkaBroker:
-    """FastStream's broker; `options` are Settings.kafka_options() (SASL/SCRAM when secured)."""
+    """FastStream's broker; `options` are Settings.kafka_options() (SASL/SCRAM when secured).
+
+    Without FastStream's dependency injection (`apply_types=False`): the one handler shape
+    (`batch_consumer`) takes the message itself, which `keep_raw` hands over as the decoded body.
+    With injection, the `KafkaMessage` annotation was resolved on a worker thread for every batch
+    (fast_depends runs the synchronous `Context.use` through anyio's thread pool): two thread
+    switches per batch on the consumers' hot path (docs/benchmarks.md, ninth pass)."""
     if options:
         kw["security"] = SASLScram512(options["sasl_plain_username"], options["sasl_plain_password"])
     return KafkaBroker(
@@ -43,6 +49,7 @@ def make_broker(bootstrap: str, client_id: str, options: dict[str, str] | None =
         max_batch_size=256 * 1024,
         logger=logging.getLogger(f"faststream.{client_id}"),
         log_level=logging.DEBUG,
+        apply_types=False,
         **kw,
     )
 
@@ -89,9 +96,10 @@ def batch_consumer(
     """Subscribe `handler` to raw record batches of `topic`; returns FastStream's subscriber (its
     `consumer`, once started, tells which partitions this process is assigned).
 
-    The records reach the handler undecoded (`keep_raw`): FastStream's default decoder would
-    JSON-decode each one before the handler runs, and a record it cannot decode (nested too deeply:
-    RecursionError) would fail outside the handler, be redelivered forever and stop the partition.
+    The records reach the handler undecoded (`keep_raw` hands over the message itself): FastStream's
+    default decoder would JSON-decode each one before the handler runs, and a record it cannot decode
+    (nested too deeply: RecursionError) would fail outside the handler, be redelivered forever and stop
+    the partition.
 
     A batch whose records waited in the consumer's buffer is topped up with what reached the broker
     meanwhile (`top_up`). Offsets are committed only after the handler returned (it commits its own
@@ -117,7 +125,7 @@ def batch_consumer(
     offsets = Offsets(f"{service}:{topic}")
 
     @subscriber  # type: ignore[untyped-decorator]  # FastStream types it loosely
-    async def _consume(msg: KafkaMessage) -> None:
+    async def _consume(msg: KafkaMessage) -> None:  # the message itself (`keep_raw`, no injection)
         raw = msg.raw_message
         records = list(raw) if isinstance(raw, tuple) else [raw]
         consumer = msg.consumer
@@ -227,9 +235,10 @@ async def settle_commits(timeout_s: float = 5.0) -> None:
         await asyncio.wait(list(_IN_FLIGHT), timeout=timeout_s)
 
 
-async def keep_raw(msg: Any) -> None:
-    """FastStream decoder that decodes nothing: batch handlers read the raw records."""
-    return None
+async def keep_raw(msg: Any) -> Any:
+    """FastStream decoder that decodes nothing: the handler gets the message itself (its raw
+    records and its consumer), as the body FastStream passes without dependency injection."""
+    return msg
 
 
 async def any_headers(records: tuple[ConsumerRecord, ...], original: Callable[..., Awaitable[Any]]) -> Any:

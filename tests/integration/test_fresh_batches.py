@@ -92,3 +92,40 @@ async def test_the_offsets_of_handled_batches_are_committed(settings: Settings, 
         await offsets.stop()
         await rt.stop()
     assert sorted(seen) == sorted(m.offset for m in metas) and len(seen) == 60
+
+
+async def test_a_batch_reaches_its_handler_without_a_worker_thread(
+        settings: Settings, fresh_db: str, monkeypatch: pytest.MonkeyPatch):
+    """FastStream's dependency injection resolved the handler's `KafkaMessage` on anyio's thread
+    pool, one round trip to a worker thread per batch on every consumer's hot path; the transport
+    hands the message over itself (shared/kafka.py, make_broker)."""
+    import anyio.to_thread
+
+    hops: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(func, *args, **kwargs):
+        hops.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    topic = await new_topic(settings.kafka_bootstrap, "t-thread")
+    rt = Runtime("foundation", MIGRATIONS, settings=settings.model_copy(update={"database_url": fresh_db}),
+                 group_id=f"t-{uuid.uuid4().hex[:8]}")
+    seen: list[bytes] = []
+
+    async def handle(records):
+        seen.extend(r.value for r in records)
+
+    rt.consume(topic, handle)
+    p = await producer(settings.kafka_bootstrap)
+    await rt.start()
+    try:
+        for i in range(5):  # one at a time: five batches
+            await (await p.send(topic, f"v{i}".encode(), key=b"k"))
+            await wait_until(lambda i=i: len(seen) == i + 1, timeout=60)
+    finally:
+        await p.stop()
+        await rt.stop()
+    assert seen == [f"v{i}".encode() for i in range(5)]
+    assert hops == []
