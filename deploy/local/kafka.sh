@@ -77,6 +77,10 @@ write_node() {
     echo "share.coordinator.state.topic.replication.factor=$rf"
     echo "share.coordinator.state.topic.min.isr=$isr"
     echo "group.initial.rebalance.delay.ms=0"
+    # Two cores shared with PostgreSQL and the services: a thread per core, not 3 network + 8 I/O
+    # threads handing each request over (docs/benchmarks.md, ninth pass).
+    echo "num.network.threads=1"
+    echo "num.io.threads=2"
     echo "unclean.leader.election.enable=false"
     if [ "$SECURITY" = "scram" ]; then
       local admin_pw
@@ -134,7 +138,9 @@ format_node() {
 
 run_node() {  # DIR: start the formatted node in the background, in its own process group
   local dir="$1" heap="${AIMIS_KAFKA_HEAP:-768m}"
-  setsid java -Xms256m "-Xmx$heap" -XX:+UseG1GC -XX:TieredStopAtLevel=1 \
+  # SerialGC: no concurrent collector threads or G1 write barriers on a small, mostly young heap;
+  # C1 only: the broker is up in seconds, and C2's compile threads would compete with the services.
+  setsid java -Xms256m "-Xmx$heap" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
     -Dlog4j2.configurationFile="$dir/log4j2.properties" \
     -cp "$LIB/*" kafka.Kafka "$dir/server.properties" > "$dir/kafka.log" 2>&1 < /dev/null &
   echo $! > "$dir/kafka.pid"
