@@ -71,7 +71,7 @@ def _usage_value(org: str, i: int, occurred: str, sent: float | None) -> bytes:
     checks each parses as the usage event it stands for)."""
     kind = "ai_review" if i % 4 == 0 else "cloud_inspection"
     attributes = "" if sent is None else f',"attributes":{{"sent":"{sent!r}"}}'
-    return (f'{{"specversion":"1.0","id":"bench-{uuid.uuid4().hex}","source":"/bench/platform",'
+    return (f'{{"specversion":"1.0","id":"bench-{os.urandom(16).hex()}","source":"/bench/platform",'
             f'"type":"aimis.usage.{kind}","subject":"{org}","time":"{occurred}","data":{{"quantity":{1 + i % 3},'
             f'"inspection_id":"insp-{i}","site_id":"site-1"{attributes}}}}}').encode()
 
