@@ -8,15 +8,21 @@ event subject (org_id), and then moves `outbox_cursor.sent_upto` past them: one 
 published batch (shared/sql/006_outbox_cursor.sql). One relay per schema is active at a time (a
 session advisory lock), so order is kept across instances; a crash between publish and the
 cursor's move publishes again, and consumers' inboxes make the repeat a no-op.
+
+A writer of the relay's own process may hand its committed rows over (`Relay.offer`; the consumer
+base does, for every batch): when they continue the log from the cursor, they are published as
+they were written, without waiting for the NOTIFY or reading them back; otherwise the log sends
+them, as it sends every other writer's rows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import asyncpg
 from aiokafka import errors as kafka_errors
@@ -32,29 +38,42 @@ log = logging.getLogger(__name__)
 Publish = Callable[[Sequence[tuple[str, bytes, bytes]]], Awaitable[None]]
 
 
-async def add(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> None:
+async def add(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> Appended | None:
     """Write events to the outbox; call inside the transaction that made them true."""
-    await add_rows(conn, [(e.id, topic_of(e.type), e.subject, encode(e)) for e in events])
+    return await add_rows(conn, [(e.id, topic_of(e.type), e.subject, encode(e)) for e in events])
 
 
 Row = tuple[str, str, str, bytes]  # (event id, topic, key, payload): an event already encoded
 
 
-async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row]) -> None:
+class Appended(NamedTuple):
+    """What one transaction appended: its rows hold the consecutive seqs from `first` (the append
+    lock is held from before the first seq is drawn to commit), as the relay publishes them."""
+
+    first: int
+    rows: list[tuple[str, bytes, bytes]]  # (topic, key, payload)
+
+
+async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row]) -> Appended | None:
     """`add` for events the caller encoded itself. Call it last in the transaction: from here to
     commit, the schema's other writers of the outbox wait (that is what keeps the log in commit
     order, which entitlement's ledger cursor relies on too).
 
     One round trip: the schema's append lock (held to commit), then the rows, and a NOTIFY
-    (delivered at commit) on the schema's channel."""
+    (delivered at commit) on the schema's channel. Returns what was appended, which the caller may
+    hand to the relay once the transaction committed (`Relay.offer`); None when nothing was."""
     if not rows:
-        return
+        return None
     ids, topics, keys, payloads = zip(*rows, strict=True)
     cols = (packed.texts(ids), packed.texts(topics), packed.texts(keys), packed.blobs(payloads))
     if None in cols:  # a value that does not pack (shared/packed.py): the arrays
-        await conn.execute(_APPEND.format(rows=_ARRAYS), list(ids), list(topics), list(keys), list(payloads))
-        return
-    await conn.execute(_APPEND.format(rows=_PACKED), *cols)
+        got = await conn.fetchrow(_APPEND.format(rows=_ARRAYS), list(ids), list(topics), list(keys), list(payloads))
+    else:
+        got = await conn.fetchrow(_APPEND.format(rows=_PACKED), *cols)
+    first, last = got["first"], got["last"]
+    if last - first + 1 != len(rows):  # not consecutive (cannot happen under the lock): no offer
+        return None
+    return Appended(first, [(t, k.encode(), v) for t, k, v in zip(topics, keys, payloads, strict=True)])
 
 
 # The lock is a transaction lock per schema, taken before any row gets its seq: an insert joins the
@@ -62,8 +81,9 @@ async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row]) -> None:
 # therefore happen in commit order (tests/component/test_outbox_log.py). The rows' columns come
 # packed ($1-$4 one text each, shared/packed.py) or, when a value does not pack, as arrays.
 _APPEND = """WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext('outbox-append:' || current_schema()))),
-     ins AS (INSERT INTO outbox (event_id, topic, key, payload) {rows})
-SELECT pg_notify('outbox_' || current_schema(), '')"""
+     ins AS (INSERT INTO outbox (event_id, topic, key, payload) {rows} RETURNING seq)
+SELECT pg_notify('outbox_' || current_schema(), ''), (SELECT min(seq) FROM ins) AS first,
+       (SELECT max(seq) FROM ins) AS last"""
 _ARRAYS = "SELECT v.* FROM lock, unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS v"
 _PACKED = (f"SELECT v.e, v.t, v.k, convert_to(v.p, 'UTF8') FROM lock, unnest({packed.split('$1::text')},"
            f" {packed.split('$2::text')}, {packed.split('$3::text')}, {packed.split('$4::text')}) AS v(e, t, k, p)")
@@ -116,6 +136,9 @@ _BY_KEY = {"enable_seqscan": "off", "enable_hashjoin": "off", "enable_mergejoin"
 _RELAY_SETTINGS = {**_BY_KEY, "synchronous_commit": "off"}
 
 
+MAX_OFFERED_ROWS = 20_000  # offered rows the relay keeps at most (memory stays bounded when it falls behind)
+
+
 def _lock_key(schema: str) -> int:
     return int.from_bytes(hashlib.sha256(f"outbox:{schema}".encode()).digest()[:8], "big", signed=True)
 
@@ -140,23 +163,32 @@ class Relay:
         self._republished = True  # whether re-published parked rows may be waiting (read first)
         self._cursor = 0  # outbox_cursor.sent_upto, read when this relay takes the lead
         self._unmarked = False  # the cursor moved past sent rows; the next read stores it
+        self._log_full = False  # the last read of the log returned a full batch (more may follow)
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self.is_leader = False
+        self._offers: collections.deque[Appended] = collections.deque()  # committed here, not yet sent
+        self._offered_rows = 0
 
     def start(self) -> asyncio.Task[None]:
         self._task = asyncio.create_task(self._run_forever(), name=f"outbox-relay-{self.schema}")
         return self._task
 
-    async def stop(self) -> None:
+    async def stop(self, within_s: float = 5.0) -> None:
+        """Finish the round in progress and store the cursor (so a restart does not send again
+        what was sent, which a notification's reader would see twice); cancelled after `within_s`."""
         if self._task:
-            self._task.cancel()
+            self._stopping = True
+            self._wake.set()
+            if not (await asyncio.wait([self._task], timeout=within_s))[0]:
+                self._task.cancel()
             try:
                 await self._task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
 
     async def _run_forever(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._run_once_connected()
             except asyncio.CancelledError:
@@ -171,23 +203,82 @@ class Relay:
         try:
             # Leadership: only one relay per schema publishes, so rows leave in seq order.
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _lock_key(self.schema)):
+                if self._stopping:
+                    return
                 await asyncio.sleep(self.poll_s * 2)
             self.is_leader = True
             self._republished = True  # rows may have been re-published while no relay led
             self._cursor = int(await conn.fetchval("SELECT sent_upto FROM outbox_cursor"))
             self._unmarked = False
+            self._drop_offers()  # offered before this relay led: the log has them
             await conn.add_listener(f"outbox_{self.schema}", self._notified)
-            while True:
-                sent = await self._drain(conn)
-                if sent == 0:
-                    self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
-                    except TimeoutError:
-                        self._republished = True  # a missed notification costs one poll at most
+            while not self._stopping:
+                self._wake.clear()  # a wake from here on (a commit, an offer) means another round
+                sent = await self._send_offered()
+                drained = await self._drain(conn)
+                if sent + drained and (self._log_full or self._republished or self._wake.is_set()):
+                    continue  # more in the log or among the re-published rows, or woken meanwhile
+                # The log was read to its end after the last wake: wait for the next commit or offer.
+                # The cursor's move rides on the next read (within poll_s when all goes quiet).
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+                except TimeoutError:
+                    self._republished = True  # a missed notification costs one poll at most
+            if self._unmarked:
+                await conn.execute(_MARK_SENT, self._cursor)
         finally:
             self.is_leader = False
+            self._drop_offers()
             await conn.close()
+
+    # -- rows handed over by this process's own writers -------------------------------------
+
+    def offer(self, appended: Appended | None) -> None:
+        """Rows a transaction of this process appended and committed, handed over as they were
+        written: when they follow the rows already sent, the relay publishes them as given and does
+        not read them back from the log (issue 13: the read, and the wait for the commit's NOTIFY,
+        were on every event's path). Anything else (rows of other writers in between, an offer made
+        while another instance leads, a backlog of offers) is left to the log, which has them all."""
+        if appended is None or not self.is_leader:
+            return
+        if self._offered_rows + len(appended.rows) > MAX_OFFERED_ROWS:
+            self._drop_offers()  # the relay is behind: the log catches up, in order
+            return
+        self._offers.append(appended)
+        self._offered_rows += len(appended.rows)
+        self._wake.set()
+
+    def _drop_offers(self) -> None:
+        self._offers.clear()
+        self._offered_rows = 0
+
+    async def _send_offered(self) -> int:
+        """Publish the offers that continue the log from the cursor, in seq order; those already
+        sent are skipped; at the first gap the rest are dropped (the log has them). A publish that
+        fails drops them all and leaves the rows to the log (its retries, its parking)."""
+        sent = 0
+        while self._offers:
+            first, rows = self._offers.popleft()
+            self._offered_rows -= len(rows)
+            last = first + len(rows) - 1
+            if last <= self._cursor:
+                continue
+            if first != self._cursor + 1:
+                self._drop_offers()
+                break
+            try:
+                await self.publish(rows)
+            except Exception as e:  # noqa: BLE001 - the log sends them again, with its own handling
+                log.info("outbox relay (%s): offered rows %d-%d not published (%r); from the log", self.schema,
+                         first, last, e)
+                self._drop_offers()
+                break
+            if self.after_publish is not None:
+                await self.after_publish(list(range(first, last + 1)))
+            self._cursor, self._unmarked = last, True  # stored by the next read, as for rows of the log
+            obs.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
+            sent += len(rows)
+        return sent
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         if payload == REPUBLISHED:
@@ -202,6 +293,7 @@ class Relay:
             self._republished = sent == self.batch_size  # more of them, or none left
         rows = await conn.fetch(_MARK_AND_READ if self._unmarked else _UNSENT, self._cursor, self.batch_size)
         self._unmarked = False
+        self._log_full = len(rows) == self.batch_size
         return sent + await self._send(conn, rows, in_log=True)
 
     async def _send(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], *, in_log: bool) -> int:

@@ -107,6 +107,12 @@ class Runtime:
         """`event` for the hot paths: serialised from plain values, no model built (`encoded`)."""
         return encoded(model, subject, data, self.source, time=self.clock.now())
 
+    def offer(self, appended: outbox.Appended | None) -> None:
+        """Hand rows a committed transaction appended to the outbox to this process's relay
+        (`Relay.offer`); the log has them anyway."""
+        if self.relay is not None:
+            self.relay.offer(appended)
+
     def background(self, coro_fn: Callable[[], Awaitable[None]], name: str) -> None:
         """Run `coro_fn` as a task between start and stop (sweepers and the like)."""
         self.on_start.append(lambda rt: self._spawn(coro_fn, name))

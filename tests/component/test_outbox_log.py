@@ -33,6 +33,17 @@ async def _connect(dsn: str) -> asyncpg.Connection:
     return await asyncpg.connect(dsn, server_settings={"search_path": SCHEMA})
 
 
+async def _all_sent(dsn: str) -> int:
+    """Wait until the relay moved past every row of the log; the number of rows."""
+    conn = await _connect(dsn)
+    try:
+        await wait_until(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox_state WHERE state <> 'sent'"),
+                         timeout=30, interval=0.05)
+        return int(await conn.fetchval("SELECT count(*) FROM outbox"))
+    finally:
+        await conn.close()
+
+
 def _row(event_id: str, key: str = "org-a") -> outbox.Row:
     return (event_id, "aimis.notifications.v1", key, b'{"id": "%s"}' % event_id.encode())
 
@@ -123,13 +134,7 @@ async def test_the_relay_sends_every_row_of_concurrent_writers_in_each_keys_comm
 
     try:
         await asyncio.gather(*(writer(w) for w in range(writers)))
-        conn = await _connect(dsn)
-        try:
-            total = await conn.fetchval("SELECT count(*) FROM outbox")
-            await wait_until(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox_state WHERE state <> 'sent'"),
-                             timeout=30, interval=0.05)
-        finally:
-            await conn.close()
+        total = await _all_sent(dsn)
         await wait_until(lambda: len({p for _, p in sent}) == total, timeout=10, interval=0.02)
     finally:
         await relay.stop()
@@ -233,3 +238,48 @@ async def test_entitlement_ledger_rows_take_their_seq_in_commit_order(database):
     finally:
         for c in conns:
             await c.close()
+
+
+async def test_rows_offered_after_commit_are_sent_as_handed_over_once_each_in_commit_order(database):
+    """Writers hand their committed rows to the relay (`Relay.offer`, as the consumer base does),
+    some do not (as an HTTP endpoint's): every row is sent once, each key's rows in commit order,
+    and offered rows go out as handed over (the very payload objects), not read back from the log."""
+    dsn = await _migrated(database)
+    sent: list[tuple[str, bytes]] = []
+
+    async def publish(rows: Sequence[tuple[str, bytes, bytes]]) -> None:
+        sent.extend((key.decode(), payload) for _, key, payload in rows)
+
+    relay = outbox.Relay(dsn, SCHEMA, publish, batch_size=7, poll_s=0.02)
+    relay.start()
+    await wait_until(lambda: relay.is_leader, timeout=10, interval=0.01)
+    rng = random.Random(7)
+    handed: dict[bytes, bytes] = {}  # payload -> the object offered
+
+    async def writer(w: int, offers: bool) -> None:
+        conn = await _connect(dsn)
+        try:
+            for i in range(25):
+                rows = [_row(f"w{w}-{i}-{j}", key=f"org-{w}") for j in range(rng.randint(1, 3))]
+                async with conn.transaction():
+                    appended = await outbox.add_rows(conn, rows)
+                    await asyncio.sleep(rng.random() * 0.003)
+                if offers:
+                    assert appended is not None and [p for _, _, p in appended.rows] == [r[3] for r in rows]
+                    handed.update((r[3], r[3]) for r in rows)
+                    relay.offer(appended)
+        finally:
+            await conn.close()
+
+    try:
+        await asyncio.gather(*(writer(w, offers=w != 0) for w in range(4)))
+        total = await _all_sent(dsn)
+        await wait_until(lambda: len(sent) >= total, timeout=10, interval=0.02)
+    finally:
+        await relay.stop()
+    assert len(sent) == total and len({p for _, p in sent}) == total, "a row was sent twice or not at all"
+    for w in range(4):
+        mine = [(int(p.split(b"-")[1]), int(p.split(b"-")[2].split(b'"')[0])) for k, p in sent if k == f"org-{w}"]
+        assert mine == sorted(mine), f"org-{w}'s rows left out of commit order"
+    as_handed = sum(1 for _, p in sent if p in handed and handed[p] is p)
+    assert as_handed > 0, "no offered row was published as handed over"
