@@ -1,7 +1,11 @@
 """The performance protocol of SPEC 9, in one run on one broker and one database.
 
-    .venv/bin/python benchmarks/system.py [--events 100000] [--orgs 50] [--rate 5000] [--seconds 60]
-        [--skip-latency] [--batches] [--record docs/benchmarks.md]
+    .venv/bin/python benchmarks/system.py [--events 100000] [--warmup 20000] [--orgs 50] [--rate 5000]
+        [--seconds 60] [--skip-latency] [--batches] [--record docs/benchmarks.md]
+
+0. warm-up: `--warmup` events through the reference pipe before it is measured, and through the
+   system before it is (a fresh broker's JIT, the database's caches, the services' first batches:
+   both measured at their steady state, as a deployment runs after its first minute);
 
 1. reference: one bare aiokafka process consumes N usage-shaped JSON records, parses each, produces
    each to another topic and commits offsets (records/s from the first produce to the last ack);
@@ -573,6 +577,8 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
     orgs = [f"bench-{uuid.uuid4().hex[:6]}-{i:02d}" for i in range(args.orgs)]
     await shared_kafka.ensure_topics(bootstrap, PARTITIONS)
 
+    if args.warmup:  # the broker's JIT and caches warmed for the reference as for the system (below)
+        await reference(bootstrap, args.warmup, orgs)
     res.reference_rps = await reference(bootstrap, args.events, orgs)
     print(f"1. reference (bare aiokafka consume-parse-produce-commit): {res.reference_rps:,.0f} records/s", flush=True)
 
@@ -598,6 +604,15 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
 
         ctx = mp.get_context("spawn")
         q: mp.Queue[float] = ctx.Queue()
+        if args.warmup:  # the services, the database and the broker's paths of the system warmed
+            warm = ctx.Process(target=_produce_burst, args=(bootstrap, topics.USAGE, orgs, args.warmup, q), daemon=True)
+            warm.start()
+            await asyncio.to_thread(q.get, True, 120)
+            seen, _ = await watch.count_until(args.warmup, args.timeout)
+            await asyncio.to_thread(q.get, True, 120)
+            warm.join(timeout=60)
+            if seen < args.warmup:
+                raise SystemExit(f"warm-up: only {seen} of {args.warmup} usage entries on the ledger")
         cpu0 = {p.name: cpu_s(p.proc.pid) for p in procs if p.proc is not None}
         backend = await admin.fetchval("SELECT pg_backend_pid()")
         others0 = {k: pids_cpu_s(v) for k, v in infra_pids(backend, bootstrap).items()}
@@ -732,6 +747,9 @@ def record(path: Path, res: Results, args: argparse.Namespace, how: str) -> None
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--warmup", type=int, default=20_000,
+                    help="events through the reference pipe and through the system, unmeasured, before each "
+                         "is measured")
     ap.add_argument("--orgs", type=int, default=50)
     ap.add_argument("--rate", type=int, default=5_000)
     ap.add_argument("--seconds", type=float, default=60)
