@@ -129,3 +129,37 @@ async def test_a_batch_reaches_its_handler_without_a_worker_thread(
         await rt.stop()
     assert seen == [f"v{i}".encode() for i in range(5)]
     assert hops == []
+
+
+async def test_a_handled_batch_is_freed_without_the_cyclic_collector(settings: Settings, fresh_db: str):
+    """A batch's records are freed as soon as it was handled, by reference counting: FastStream's
+    message must not hold itself, and the offset commit's task must not keep the consumer's context
+    (which holds the message). Either kept every record of its batch until the cyclic collector
+    ran, which the services run rarely: entitlement grew from 70 to 200 MiB over a backlog of
+    300,000 usage events."""
+    import gc
+    import weakref
+
+    topic = await new_topic(settings.kafka_bootstrap, "t-freed")
+    rt = Runtime("foundation", MIGRATIONS, settings=settings.model_copy(update={"database_url": fresh_db}),
+                 group_id=f"t-{uuid.uuid4().hex[:8]}")
+    handled: list[weakref.ref] = []
+
+    async def handle(records):
+        handled.append(weakref.ref(records[0]))
+
+    rt.consume(topic, handle)
+    p = await producer(settings.kafka_bootstrap)
+    await rt.start()
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(4):
+            await (await p.send(topic, f"v{i}".encode(), key=b"k"))
+            await wait_until(lambda i=i: len(handled) == i + 1, timeout=60)
+        alive = [ref() is not None for ref in handled[:-1]]  # the last one may still be in use
+    finally:
+        gc.enable()
+        await p.stop()
+        await rt.stop()
+    assert alive == [False, False, False], "a handled batch's records were kept (a reference cycle)"
