@@ -36,8 +36,7 @@ def make_broker(bootstrap: str, client_id: str, options: dict[str, str] | None =
 
     Without FastStream's dependency injection (`apply_types=False`): the one handler shape
     (`batch_consumer`) takes the batch's raw records and consumer, which `keep_raw` hands over as
-    the decoded body.
-    With injection, the `KafkaMessage` annotation was resolved on a worker thread for every batch
+    the decoded body. With injection, the `KafkaMessage` annotation was resolved on a worker thread for every batch
     (fast_depends runs the synchronous `Context.use` through anyio's thread pool): two thread
     switches per batch on the consumers' hot path (docs/benchmarks.md, ninth pass)."""
     if options:

@@ -171,6 +171,7 @@ class Relay:
         self._offered_rows = 0
 
     def start(self) -> asyncio.Task[None]:
+        self._stopping = False
         self._task = asyncio.create_task(self._run_forever(), name=f"outbox-relay-{self.schema}")
         return self._task
 
@@ -214,8 +215,12 @@ class Relay:
             await conn.add_listener(f"outbox_{self.schema}", self._notified)
             while not self._stopping:
                 self._wake.clear()  # a wake from here on (a commit, an offer) means another round
-                sent = await self._send_offered()
-                drained = await self._drain(conn)
+                if self._republished:  # re-published rows go before younger unsent ones (`resolve`)
+                    drained = await self._drain(conn)
+                    sent = await self._send_offered()  # what the log just sent is skipped
+                else:
+                    sent = await self._send_offered()
+                    drained = await self._drain(conn)
                 if sent + drained and (self._log_full or self._republished or self._wake.is_set()):
                     continue  # more in the log or among the re-published rows, or woken meanwhile
                 # The log was read to its end after the last wake: wait for the next commit or offer.
