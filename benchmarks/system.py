@@ -82,7 +82,7 @@ def _usage_value(org: str, i: int, occurred: str, sent: float | None) -> bytes:
 
 class Load:
     """The load generator's producer: records go out as one closed record batch per partition
-    (`create_batch`/`send_batch`, as the services' relays send), each key on the partition the
+    (`shared.kafka.send_in_batches`, as the services' relays send), each key on the partition the
     default partitioner gives it, so each organisation's usage stays in order on one partition as
     with `send`, at a fraction of `send`'s CPU per record. It stands in for the imaging platform,
     which runs elsewhere: what it costs here is taken from the system under test."""
@@ -104,15 +104,7 @@ class Load:
                 partition = self.partition_of[key] = DefaultPartitioner()(key, self._parts, self._parts)
             by_partition.setdefault(partition, []).append((key, value))
         for partition, group in by_partition.items():
-            batch = self.producer.create_batch()
-            for key, value in group:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send, start anew
-                    batch.close()
-                    self.acks.append(await self.producer.send_batch(batch, self.topic, partition=partition))
-                    batch = self.producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            batch.close()
-            self.acks.append(await self.producer.send_batch(batch, self.topic, partition=partition))
+            self.acks += await shared_kafka.send_in_batches(self.producer, self.topic, partition, group)
 
     async def acked(self) -> None:
         await asyncio.gather(*self.acks)

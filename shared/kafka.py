@@ -282,11 +282,10 @@ class PublishTimeout(KafkaTimeoutError):  # type: ignore[misc]  # aiokafka is un
 class ProducerPublisher:
     """The outbox relay's publish function: a plain idempotent aiokafka producer (acks=all, key =
     org_id, the default partitioner). The relay is on every service's hot path, so a drained
-    batch goes out as one record batch per partition (`create_batch`/`send_batch`): no per-record
-    future, partitioner call or accumulator lookup, which `send` costs for each record (and
-    FastStream's `broker.publish` about twice that). Each batch is closed before it is handed over:
-    aiokafka sends an open batch only after `linger_ms` (5 ms on every relay send, twice on the
-    usage path), a closed one at once.
+    batch goes out as closed record batches per partition (`send_in_batches`; `send` per record
+    costs a future, a partitioner call and an accumulator lookup each, FastStream's
+    `broker.publish` about twice that; an open batch would wait `linger_ms`, 5 ms on every relay
+    send, twice on the usage path).
 
     A publish waits at most `ack_timeout_s` for Kafka's acknowledgements (Java's producer has
     `delivery.timeout.ms` for this; aiokafka has no bound: its idempotent producer retries a
@@ -346,22 +345,7 @@ class ProducerPublisher:
             groups.setdefault((topic, self._partition(row[1], parts[topic])), []).append(row)
         acks = []
         for (topic, partition), group in groups.items():
-            batch = producer.create_batch()
-            for _, key, value in group:
-                if batch.append(key=key, value=value, timestamp=None, headers=_HEADERS) is not None:
-                    continue
-                if batch.record_count():  # full (max_batch_size): send it, start the next one
-                    batch.close()
-                    acks.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None, headers=_HEADERS) is not None:
-                        continue
-                # Larger than a batch: alone, as `send` takes it (up to the producer's request size;
-                # beyond, MessageSizeTooLargeError, which the relay parks). Same partition, same order.
-                acks.append(await producer.send(topic, value, key=key, partition=partition, headers=_HEADERS))
-            if batch.record_count():
-                batch.close()  # complete: sent at once, not after the producer's linger
-                acks.append(await producer.send_batch(batch, topic, partition=partition))
+            acks += await send_in_batches(producer, topic, partition, [(k, v) for _, k, v in group], _HEADERS)
         if acks:
             for ack in acks:  # read its failure even when no one waits any more (a timeout)
                 ack.add_done_callback(_retrieve)
@@ -380,6 +364,34 @@ class ProducerPublisher:
                 self._slots.clear()
             index = self._slots[slot] = partitions.index(self._partitioner(key, partitions, partitions))
         return partitions[index]
+
+
+async def send_in_batches(producer: AIOKafkaProducer, topic: str, partition: int,
+                          records: Sequence[tuple[bytes, bytes]],
+                          headers: Sequence[tuple[str, bytes]] = ()) -> list[asyncio.Future[Any]]:
+    """Hand `records` (key, value) of one partition to `producer` in order, as closed record batches
+    (`create_batch`/`send_batch`: no per-record future, partitioner call or accumulator lookup, which
+    `send` costs for each record); returns their acks. Each batch is closed before it is handed over:
+    aiokafka sends an open batch only after `linger_ms`, a closed one at once."""
+    acks = []
+    hdrs = list(headers)  # aiokafka's record batch builder takes a list only
+    batch = producer.create_batch()
+    for key, value in records:
+        if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is not None:
+            continue
+        if batch.record_count():  # full (max_batch_size): send it, start the next one
+            batch.close()
+            acks.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is not None:
+                continue
+        # Larger than a batch: alone, as `send` takes it (up to the producer's request size; beyond,
+        # MessageSizeTooLargeError, which the relay parks). Same partition, same order.
+        acks.append(await producer.send(topic, value, key=key, partition=partition, headers=hdrs or None))
+    if batch.record_count():
+        batch.close()
+        acks.append(await producer.send_batch(batch, topic, partition=partition))
+    return acks
 
 
 def _retrieve(f: asyncio.Future[Any]) -> None:

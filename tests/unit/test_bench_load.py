@@ -40,11 +40,15 @@ class _Batch:
         self.room, self.closed = room, False
         self.records: list[tuple[bytes, bytes]] = []
 
-    def append(self, *, key: bytes, value: bytes, timestamp: None) -> object | None:
+    def append(self, *, key: bytes, value: bytes, timestamp: None, headers: object) -> object | None:
+        assert isinstance(headers, list), "aiokafka's batch builder takes a list only"
         if len(self.records) == self.room:
             return None
         self.records.append((key, value))
         return object()
+
+    def record_count(self) -> int:
+        return len(self.records)
 
     def close(self) -> None:
         self.closed = True
