@@ -387,7 +387,7 @@ class Consumer:
             fresh_bad = [b for b in bad if _take(fresh, sub.rejects.key(b))]
             if fresh_bad:
                 out += await sub.rejects(conn, fresh_bad, now)
-            appended = await outbox.add(conn, out)
+            appended = await outbox.add(conn, out, offering=self.rt.offering)
         self.rt.offer(appended)  # committed: the relay may publish the rows as they are
         tally.processed += len(todo)
         tally.duplicate += len(events) - len(todo)

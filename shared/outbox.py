@@ -21,6 +21,8 @@ import asyncio
 import collections
 import hashlib
 import logging
+import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -38,9 +40,9 @@ log = logging.getLogger(__name__)
 Publish = Callable[[Sequence[tuple[str, bytes, bytes]]], Awaitable[None]]
 
 
-async def add(conn: asyncpg.Connection, events: Sequence[Outgoing]) -> Appended | None:
+async def add(conn: asyncpg.Connection, events: Sequence[Outgoing], *, offering: str = "") -> Appended | None:
     """Write events to the outbox; call inside the transaction that made them true."""
-    return await add_rows(conn, [(e.id, topic_of(e.type), e.subject, encode(e)) for e in events])
+    return await add_rows(conn, [(e.id, topic_of(e.type), e.subject, encode(e)) for e in events], offering=offering)
 
 
 Row = tuple[str, str, str, bytes]  # (event id, topic, key, payload): an event already encoded
@@ -54,22 +56,25 @@ class Appended(NamedTuple):
     rows: list[tuple[str, bytes, bytes]]  # (topic, key, payload)
 
 
-async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row]) -> Appended | None:
+async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row], *, offering: str = "") -> Appended | None:
     """`add` for events the caller encoded itself. Call it last in the transaction: from here to
     commit, the schema's other writers of the outbox wait (that is what keeps the log in commit
     order, which entitlement's ledger cursor relies on too).
 
     One round trip: the schema's append lock (held to commit), then the rows, and a NOTIFY
     (delivered at commit) on the schema's channel. Returns what was appended, which the caller may
-    hand to the relay once the transaction committed (`Relay.offer`); None when nothing was."""
+    hand to the relay once the transaction committed (`Relay.offer`); None when nothing was. A
+    caller that will offer the rows passes its relay's `offering` token: the NOTIFY carries it, and
+    that relay does not read the log for a commit whose rows it is about to be handed."""
     if not rows:
         return None
     ids, topics, keys, payloads = zip(*rows, strict=True)
     cols = (packed.texts(ids), packed.texts(topics), packed.texts(keys), packed.blobs(payloads))
     if None in cols:  # a value that does not pack (shared/packed.py): the arrays
-        got = await conn.fetchrow(_APPEND.format(rows=_ARRAYS), list(ids), list(topics), list(keys), list(payloads))
+        got = await conn.fetchrow(_APPEND.format(rows=_ARRAYS), offering, list(ids), list(topics), list(keys),
+                                  list(payloads))
     else:
-        got = await conn.fetchrow(_APPEND.format(rows=_PACKED), *cols)
+        got = await conn.fetchrow(_APPEND.format(rows=_PACKED), offering, *cols)
     first, last = got["first"], got["last"]
     if last - first + 1 != len(rows):  # not consecutive (cannot happen under the lock): no offer
         return None
@@ -82,11 +87,11 @@ async def add_rows(conn: asyncpg.Connection, rows: Sequence[Row]) -> Appended | 
 # packed ($1-$4 one text each, shared/packed.py) or, when a value does not pack, as arrays.
 _APPEND = """WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext('outbox-append:' || current_schema()))),
      ins AS (INSERT INTO outbox (event_id, topic, key, payload) {rows} RETURNING seq)
-SELECT pg_notify('outbox_' || current_schema(), ''), (SELECT min(seq) FROM ins) AS first,
+SELECT pg_notify('outbox_' || current_schema(), $1::text), (SELECT min(seq) FROM ins) AS first,
        (SELECT max(seq) FROM ins) AS last"""
-_ARRAYS = "SELECT v.* FROM lock, unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS v"
-_PACKED = (f"SELECT v.e, v.t, v.k, convert_to(v.p, 'UTF8') FROM lock, unnest({packed.split('$1::text')},"
-           f" {packed.split('$2::text')}, {packed.split('$3::text')}, {packed.split('$4::text')}) AS v(e, t, k, p)")
+_ARRAYS = "SELECT v.* FROM lock, unnest($2::text[], $3::text[], $4::text[], $5::bytea[]) AS v"
+_PACKED = (f"SELECT v.e, v.t, v.k, convert_to(v.p, 'UTF8') FROM lock, unnest({packed.split('$2::text')},"
+           f" {packed.split('$3::text')}, {packed.split('$4::text')}, {packed.split('$5::text')}) AS v(e, t, k, p)")
 
 
 REPUBLISHED = "republish"  # the NOTIFY payload of a re-published row: the relay reads those first
@@ -169,6 +174,10 @@ class Relay:
         self.is_leader = False
         self._offers: collections.deque[Appended] = collections.deque()  # committed here, not yet sent
         self._offered_rows = 0
+        # The NOTIFY payload of the commits whose rows this relay is handed (`add_rows(offering=)`).
+        self.offering = f"offer:{os.urandom(8).hex()}"
+        self._log_due = True  # the log may hold rows no offer brings: read it in the next round
+        self._last_read = 0.0  # monotonic time of the last read of the log
 
     def start(self) -> asyncio.Task[None]:
         self._stopping = False
@@ -220,11 +229,11 @@ class Relay:
                     sent = await self._send_offered()  # what the log just sent is skipped
                 else:
                     sent = await self._send_offered()
-                    drained = await self._drain(conn)
+                    drained = await self._drain(conn) if self._read_due() else 0
                 if sent + drained and (self._log_full or self._republished or self._wake.is_set()):
                     continue  # more in the log or among the re-published rows, or woken meanwhile
-                # The log was read to its end after the last wake: wait for the next commit or offer.
-                # The cursor's move rides on the next read (within poll_s when all goes quiet).
+                # Nothing in the log but what was offered since it was last read to its end: wait for
+                # the next commit or offer. The cursor's move rides on the next read (within poll_s).
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
                 except TimeoutError:
@@ -248,14 +257,23 @@ class Relay:
             return
         if self._offered_rows + len(appended.rows) > MAX_OFFERED_ROWS:
             self._drop_offers()  # the relay is behind: the log catches up, in order
+            self._wake.set()
             return
         self._offers.append(appended)
         self._offered_rows += len(appended.rows)
         self._wake.set()
 
     def _drop_offers(self) -> None:
+        """Forget the offers: the log has their rows, and is read in the next round."""
         self._offers.clear()
         self._offered_rows = 0
+        self._log_due = True
+
+    def _read_due(self) -> bool:
+        """Whether this round reads the log: a commit was notified that no offer brings (another
+        writer's), offers were dropped, the last read came back full, or poll_s passed since the
+        last read (which also stores the cursor the offers moved)."""
+        return self._log_due or self._log_full or time.monotonic() - self._last_read >= self.poll_s
 
     async def _send_offered(self) -> int:
         """Publish the offers that continue the log from the cursor, in seq order; those already
@@ -286,8 +304,11 @@ class Relay:
         return sent
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload == self.offering:
+            return  # this process committed the rows and hands them over next (`offer`)
         if payload == REPUBLISHED:
             self._republished = True
+        self._log_due = True
         self._wake.set()
 
     async def _drain(self, conn: asyncpg.Connection) -> int:
@@ -296,6 +317,7 @@ class Relay:
         if self._republished:
             sent = await self._send(conn, await conn.fetch(_REPUBLISHED, self.batch_size), in_log=False)
             self._republished = sent == self.batch_size  # more of them, or none left
+        self._log_due, self._last_read = False, time.monotonic()  # a notification during the read: again
         rows = await conn.fetch(_MARK_AND_READ if self._unmarked else _UNSENT, self._cursor, self.batch_size)
         self._unmarked = False
         self._log_full = len(rows) == self.batch_size

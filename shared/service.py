@@ -107,6 +107,11 @@ class Runtime:
         """`event` for the hot paths: serialised from plain values, no model built (`encoded`)."""
         return encoded(model, subject, data, self.source, time=self.clock.now())
 
+    @property
+    def offering(self) -> str:
+        """What a writer that will `offer` its rows passes to `outbox.add` (`Relay.offering`)."""
+        return self.relay.offering if self.relay is not None else ""
+
     def offer(self, appended: outbox.Appended | None) -> None:
         """Hand rows a committed transaction appended to the outbox to this process's relay
         (`Relay.offer`); the log has them anyway."""

@@ -262,7 +262,7 @@ async def test_rows_offered_after_commit_are_sent_as_handed_over_once_each_in_co
             for i in range(25):
                 rows = [_row(f"w{w}-{i}-{j}", key=f"org-{w}") for j in range(rng.randint(1, 3))]
                 async with conn.transaction():
-                    appended = await outbox.add_rows(conn, rows)
+                    appended = await outbox.add_rows(conn, rows, offering=relay.offering if offers else "")
                     await asyncio.sleep(rng.random() * 0.003)
                 if offers:
                     assert appended is not None and [p for _, _, p in appended.rows] == [r[3] for r in rows]
@@ -283,3 +283,46 @@ async def test_rows_offered_after_commit_are_sent_as_handed_over_once_each_in_co
         assert mine == sorted(mine), f"org-{w}'s rows left out of commit order"
     as_handed = sum(1 for _, p in sent if p in handed and handed[p] is p)
     assert as_handed > 0, "no offered row was published as handed over"
+
+
+async def test_a_lone_writer_that_offers_its_rows_is_never_read_back_from_the_log(database):
+    """One writer that hands every commit over (the consumer base's case, one batch at a time): its
+    commit's NOTIFY carries the relay's `offering` token, so the relay waits for the offer instead
+    of reading the rows back from the log. Every row goes out as handed over; the log is read only
+    when the relay takes the lead (and on its poll, longer than this test)."""
+    dsn = await _migrated(database)
+    sent: list[bytes] = []
+
+    async def publish(rows: Sequence[tuple[str, bytes, bytes]]) -> None:
+        sent.extend(payload for _, _, payload in rows)
+
+    relay = outbox.Relay(dsn, SCHEMA, publish, poll_s=30)
+    reads = 0
+    drain = relay._drain
+
+    async def counted(conn: asyncpg.Connection) -> int:
+        nonlocal reads
+        reads += 1
+        return await drain(conn)
+
+    relay._drain = counted  # type: ignore[method-assign]
+    relay.start()
+    await wait_until(lambda: relay.is_leader and reads >= 1, timeout=10, interval=0.01)
+    await asyncio.sleep(0)
+    reads_at_start = reads
+    handed: list[bytes] = []
+    conn = await _connect(dsn)
+    try:
+        for i in range(40):
+            rows = [_row(f"lone-{i}-{j}") for j in range(1 + i % 3)]
+            async with conn.transaction():
+                appended = await outbox.add_rows(conn, rows, offering=relay.offering)
+            handed.extend(r[3] for r in rows)
+            relay.offer(appended)
+            want = len(handed)
+            await wait_until(lambda: len(sent) == want, timeout=10, interval=0.005)  # noqa: B023 - awaited here
+    finally:
+        await conn.close()
+        await relay.stop()
+    assert sent == handed and all(a is b for a, b in zip(sent, handed, strict=True)), "a row was read back"
+    assert reads == reads_at_start, f"the log was read {reads - reads_at_start} times for offered rows"
