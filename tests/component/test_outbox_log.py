@@ -297,18 +297,20 @@ async def test_a_lone_writer_that_offers_its_rows_is_never_read_back_from_the_lo
         sent.extend(payload for _, _, payload in rows)
 
     relay = outbox.Relay(dsn, SCHEMA, publish, poll_s=30)
-    reads = 0
+    reads = done = 0
     drain = relay._drain
 
     async def counted(conn: asyncpg.Connection) -> int:
-        nonlocal reads
+        nonlocal reads, done
         reads += 1
-        return await drain(conn)
+        try:
+            return await drain(conn)
+        finally:
+            done += 1
 
     relay._drain = counted  # type: ignore[method-assign]
     relay.start()
-    await wait_until(lambda: relay.is_leader and reads >= 1, timeout=10, interval=0.01)
-    await asyncio.sleep(0)
+    await wait_until(lambda: relay.is_leader and done >= 1, timeout=10, interval=0.01)  # its first read, ended
     reads_at_start = reads
     handed: list[bytes] = []
     conn = await _connect(dsn)

@@ -5,6 +5,7 @@ publish is a function that collects what it would send."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from shared import outbox
@@ -82,7 +83,7 @@ async def test_nothing_appended_is_no_offer():
 
 def test_a_commit_notified_with_the_relays_offering_token_waits_for_its_offer():
     relay, _ = _relay()
-    relay._log_due, relay._last_read = False, __import__("time").monotonic()
+    relay._log_due, relay._last_read = False, time.monotonic()
     relay._notified(None, 1, "outbox_s", relay.offering)
     assert not relay._wake.is_set() and not relay._read_due()
     relay._notified(None, 1, "outbox_s", "offer:another-process")  # another writer's rows: read the log
@@ -91,7 +92,7 @@ def test_a_commit_notified_with_the_relays_offering_token_waits_for_its_offer():
 
 def test_dropped_offers_make_the_next_round_read_the_log():
     relay, _ = _relay()
-    relay._log_due, relay._last_read = False, __import__("time").monotonic()
+    relay._log_due, relay._last_read = False, time.monotonic()
     relay.offer(_offer(13, 1))  # a gap
     assert not relay._read_due()
     relay._drop_offers()
