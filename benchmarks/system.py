@@ -595,26 +595,25 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
         await watch.start()
 
         ctx = mp.get_context("spawn")
-        q: mp.Queue[float] = ctx.Queue()
+
+        async def burst(n: int, what: str) -> tuple[float, float]:
+            """`n` usage events produced at once: (first produce, n-th usage entry read)."""
+            q: mp.Queue[float] = ctx.Queue()
+            prod = ctx.Process(target=_produce_burst, args=(bootstrap, topics.USAGE, orgs, n, q), daemon=True)
+            prod.start()
+            t0 = await asyncio.to_thread(q.get, True, 120)
+            seen, t_end = await watch.count_until(n, args.timeout)
+            prod.join(timeout=60)
+            if seen < n:
+                raise SystemExit(f"{what}: only {seen} of {n} usage entries on the ledger in {args.timeout:.0f} s")
+            return t0, t_end
+
         if args.warmup:  # the services, the database and the broker's paths of the system warmed
-            warm = ctx.Process(target=_produce_burst, args=(bootstrap, topics.USAGE, orgs, args.warmup, q), daemon=True)
-            warm.start()
-            await asyncio.to_thread(q.get, True, 120)
-            seen, _ = await watch.count_until(args.warmup, args.timeout)
-            await asyncio.to_thread(q.get, True, 120)
-            warm.join(timeout=60)
-            if seen < args.warmup:
-                raise SystemExit(f"warm-up: only {seen} of {args.warmup} usage entries on the ledger")
+            await burst(args.warmup, "warm-up")
         cpu0 = {p.name: cpu_s(p.proc.pid) for p in procs if p.proc is not None}
         backend = await admin.fetchval("SELECT pg_backend_pid()")
         others0 = {k: pids_cpu_s(v) for k, v in infra_pids(backend, bootstrap).items()}
-        prod = ctx.Process(target=_produce_burst, args=(bootstrap, topics.USAGE, orgs, args.events, q), daemon=True)
-        prod.start()
-        t0 = await asyncio.to_thread(q.get, True, 120)
-        seen, t_end = await watch.count_until(args.events, args.timeout)
-        prod.join(timeout=60)
-        if seen < args.events:
-            raise SystemExit(f"only {seen} of {args.events} usage entries on the ledger in {args.timeout:.0f} s")
+        t0, t_end = await burst(args.events, "the system")
         res.system_eps = args.events / (t_end - t0)
         res.cpu_ms_per_1k = {p.name: (cpu_s(p.proc.pid) - cpu0[p.name]) * 1e6 / args.events
                              for p in procs if p.proc is not None}
