@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[None]]
 
+COMMIT_EVERY_S = 0.25  # the least time between two offset commits of one consumer (Offsets)
 ACK_TIMEOUT_S = 60.0  # the longest a publish waits for Kafka's acknowledgements (ProducerPublisher)
 STOP_S = 10.0  # the longest a producer's stop waits to deliver what it holds, then drops it
 
@@ -187,15 +189,24 @@ def rewind(consumer: AIOKafkaConsumer, records: list[ConsumerRecord]) -> None:
 
 
 class Offsets:
-    """Commits a consumer's offsets behind its batches: a batch's commit is sent when its handler
-    returned (after its database transaction committed) and runs while the next batch is fetched
-    and handled; the next commit waits for it, so commits leave in order, one at a time. A commit
-    that fails, or one lost with the process, only means records handled again on their next
-    delivery, which the consumers' inboxes make a no-op (SPEC 4)."""
+    """Commits a consumer's offsets behind its batches, at most one commit every `every_s`.
 
-    def __init__(self, name: str):
-        self.name = name
-        self._last: asyncio.Task[None] | None = None
+    A batch's offsets are due when its handler returned (after its database transaction
+    committed); the handler does not wait for them. A commit is sent at once when the last left at
+    least `every_s` ago, else when that time comes, with the offsets due by then: under load one
+    commit covers many batches (at 5,000 events/s the commits, one per batch, were ~100 a second and
+    the broker's group coordinator spent 0.06 of a core on them). Commits leave one at a time, in
+    order. A commit that fails, one lost with the process, or offsets due but not yet sent when a
+    process dies, only mean records handled again on their next delivery, which the consumers'
+    inboxes make a no-op (SPEC 4). A graceful stop (`settle_commits`) sends what is due at once."""
+
+    def __init__(self, name: str, every_s: float = COMMIT_EVERY_S):
+        self.name, self.every_s = name, every_s
+        self._due: dict[TopicPartition, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._sent_at = float("-inf")
+        self._hurry = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     async def commit(self, consumer: AIOKafkaConsumer, records: list[ConsumerRecord]) -> None:
         last: dict[tuple[str, int], int] = {}
@@ -203,19 +214,39 @@ class Offsets:
             k = (r.topic, r.partition)
             if last.get(k, -1) < r.offset:
                 last[k] = r.offset
-        upto = {TopicPartition(t, p): o + 1 for (t, p), o in last.items()}
-        await self.settle()
-        # In an empty context: a task keeps the context it was created in, and the consumer's holds
-        # FastStream's message of this batch (with every record) for as long as the task is kept.
-        self._last = asyncio.create_task(self._send(consumer, upto), name=f"commit-{self.name}",
-                                         context=contextvars.Context())
-        _IN_FLIGHT.add(self._last)
-        self._last.add_done_callback(_IN_FLIGHT.discard)
+        for (t, p), o in last.items():
+            tp = TopicPartition(t, p)
+            if self._due.get(tp, -1) <= o:
+                self._due[tp] = o + 1
+        self._consumer = consumer
+        if self._task is None or self._task.done():
+            # In an empty context, the task and its done callback: each keeps the context it was
+            # created in, and the consumer's holds FastStream's message of this batch (with every
+            # record) for as long as it is kept (the task waits up to `every_s`).
+            empty = contextvars.Context()
+            self._task = asyncio.create_task(self._run(), name=f"commit-{self.name}", context=empty)
+            _IN_FLIGHT[self._task] = self
+            self._task.add_done_callback(_forget, context=empty)
 
     async def settle(self) -> None:
-        """Wait for the commit in flight, if any."""
-        if self._last is not None:
-            await asyncio.wait([self._last])
+        """Send what is due now, and wait for it."""
+        if self._task is not None and not self._task.done():
+            self._hurry.set()
+            await asyncio.wait([self._task])
+
+    async def _run(self) -> None:
+        try:
+            while self._due:
+                wait = self._sent_at + self.every_s - time.monotonic()
+                if wait > 0 and not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), wait)
+                due, self._due = self._due, {}
+                self._sent_at = time.monotonic()
+                assert self._consumer is not None
+                await self._send(self._consumer, due)
+        finally:
+            self._hurry.clear()
 
     async def _send(self, consumer: AIOKafkaConsumer, upto: dict[TopicPartition, int]) -> None:
         owned = consumer.assignment()
@@ -228,13 +259,19 @@ class Offsets:
             log.warning("%s: offset commit failed (%r); the batch's records may be delivered again", self.name, e)
 
 
-_IN_FLIGHT: set[asyncio.Task[None]] = set()
+_IN_FLIGHT: dict[asyncio.Task[None], Offsets] = {}
+
+
+def _forget(task: asyncio.Task[None]) -> None:
+    _IN_FLIGHT.pop(task, None)
 
 
 async def settle_commits(timeout_s: float = 5.0) -> None:
-    """Wait (bounded) for the offset commits in flight: a graceful stop does not leave its last
-    batch uncommitted."""
+    """Send the offsets due now and wait (bounded) for the commits in flight: a graceful stop does
+    not leave its last batches uncommitted."""
     if _IN_FLIGHT:
+        for offsets in list(_IN_FLIGHT.values()):
+            offsets._hurry.set()  # noqa: SLF001 - the module's own class
         await asyncio.wait(list(_IN_FLIGHT), timeout=timeout_s)
 
 

@@ -91,17 +91,45 @@ def test_a_failed_batch_is_rewound_to_its_first_record_in_every_partition_it_hol
 async def test_offsets_are_committed_behind_the_batch_in_order_one_commit_at_a_time():
     c = FakeConsumer()
     c.gate = asyncio.Event()
-    offsets = kafka.Offsets("svc:t")
+    offsets = kafka.Offsets("svc:t", every_s=0)
     await offsets.commit(c, [rec(0, 4), rec(0, 9), rec(1, 2)])  # type: ignore[arg-type]
     assert c.commits == [], "the handler waited for its commit"
-    second = asyncio.create_task(offsets.commit(c, [rec(0, 10), rec(1, 3)]))  # type: ignore[arg-type]
-    await asyncio.sleep(0.01)
-    assert not second.done(), "the next commit did not wait for the one in flight"
+    await asyncio.wait_for(_until(lambda: c.in_commit == 1), 1)
+    await offsets.commit(c, [rec(0, 10), rec(1, 3)])  # type: ignore[arg-type]  # does not wait either
+    assert c.in_commit == 1 and c.commits == [], "a second commit left while one was in flight"
     c.gate.set()
-    await second
     await offsets.settle()
     assert c.commits == [{TopicPartition("t", 0): 10, TopicPartition("t", 1): 3},
                          {TopicPartition("t", 0): 11, TopicPartition("t", 1): 4}]
+
+
+async def test_one_commit_covers_the_batches_handled_within_the_interval():
+    """The first commit leaves at once; those of the batches handled in the next `every_s` wait and
+    leave as one, with each partition's highest offset (a partition's earlier offset never wins)."""
+    c = FakeConsumer()
+    offsets = kafka.Offsets("svc:t", every_s=60)
+    await offsets.commit(c, [rec(0, 4)])  # type: ignore[arg-type]
+    await asyncio.wait_for(_until(lambda: len(c.commits) == 1), 1)
+    await offsets.commit(c, [rec(0, 5), rec(1, 8)])  # type: ignore[arg-type]
+    await offsets.commit(c, [rec(1, 6), rec(2, 1)])  # type: ignore[arg-type]  # partition 1 behind: 8 stays
+    await asyncio.sleep(0.05)  # a short look: nothing more may leave within the interval
+    assert c.commits == [{TopicPartition("t", 0): 5}], "a commit left before its interval was up"
+    await offsets.settle()  # what a graceful stop does: what is due leaves now
+    assert c.commits == [{TopicPartition("t", 0): 5},
+                         {TopicPartition("t", 0): 6, TopicPartition("t", 1): 9, TopicPartition("t", 2): 2}]
+
+
+async def test_the_next_commit_leaves_when_the_interval_is_up():
+    c = FakeConsumer()
+    offsets = kafka.Offsets("svc:t", every_s=0.1)
+    await offsets.commit(c, [rec(0, 1)])  # type: ignore[arg-type]
+    await asyncio.wait_for(_until(lambda: len(c.commits) == 1), 1)
+    started = time.monotonic()
+    await offsets.commit(c, [rec(0, 2)])  # type: ignore[arg-type]
+    await asyncio.wait_for(_until(lambda: len(c.commits) == 2), 2)
+    assert time.monotonic() - started >= 0.09, "the second commit did not wait for the interval"
+    assert c.commits == [{TopicPartition("t", 0): 2}, {TopicPartition("t", 0): 3}]
+    await offsets.settle()
 
 
 async def test_a_revoked_partition_is_not_committed_and_a_failed_commit_does_not_fail_the_batch(caplog):
@@ -121,16 +149,24 @@ async def test_a_revoked_partition_is_not_committed_and_a_failed_commit_does_not
     assert c.commits == [{TopicPartition("t", 1): 3}], "a partition no longer ours was committed"
 
 
-async def test_a_stop_waits_for_the_commits_in_flight():
+async def test_a_stop_sends_what_is_due_at_once_and_waits_for_the_commits_in_flight():
     c = FakeConsumer()
+    offsets = kafka.Offsets("svc:t", every_s=60)
+    await offsets.commit(c, [rec(0, 1)])  # type: ignore[arg-type]
+    await asyncio.wait_for(_until(lambda: len(c.commits) == 1), 1)
     c.gate = asyncio.Event()
-    await kafka.Offsets("svc:t").commit(c, [rec(0, 1)])  # type: ignore[arg-type]
+    await offsets.commit(c, [rec(0, 2)])  # type: ignore[arg-type]  # due in 60 s
     settled = asyncio.create_task(kafka.settle_commits(timeout_s=5))
-    await asyncio.sleep(0.01)
-    assert not settled.done()
+    await asyncio.wait_for(_until(lambda: c.in_commit == 1), 1)  # sent now, not in 60 s
+    assert not settled.done(), "the stop did not wait for the commit in flight"
     c.gate.set()
     await asyncio.wait_for(settled, 1)
-    assert c.commits == [{TopicPartition("t", 0): 2}]
+    assert c.commits == [{TopicPartition("t", 0): 2}, {TopicPartition("t", 0): 3}]
+
+
+async def _until(condition: Any) -> None:
+    while not condition():
+        await asyncio.sleep(0.001)
 
 
 @pytest.fixture(autouse=True)
