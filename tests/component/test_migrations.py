@@ -185,3 +185,45 @@ async def test_the_ledger_from_before_it_was_stored_once_reads_on_in_one_order(d
         assert [r.data["usage_id"] for r in await store.ledger_page(conn, "org-b", None, 0, 10)] == ["u-2", "u-5"]
     finally:
         await conn.close()
+
+
+async def test_a_batch_reads_only_the_lots_of_its_own_orgs(database):
+    """The drawable lots of a batch's (org, resource) keys are index lookups per key: the plan a
+    prepared statement settles on (generic, which sees ten keys in any array) must not read every
+    org's active lots and compare each with each key (it did: 1.4 ms a batch of 100 keys with only
+    100 lots, issue 13)."""
+    conn = await asyncpg.connect(await database.create_empty(), server_settings={"search_path": "entitlement"})
+    try:
+        await migrate.migrate(conn, "entitlement", MIGRATIONS)
+        now = datetime.now(timezone.utc)
+        await conn.execute(
+            """INSERT INTO lots (lot_id, org_id, resource, order_id, line, sku, quantity, remaining, storage_years,
+                                 credited_at, expires_at)
+               SELECT 'o-' || i || '.' || r, 'org-' || i, res, 'o-' || i, r, 'CI-QTY', 10, 10, 1, $1::timestamptz,
+                      $1::timestamptz + interval '1 year'
+               FROM generate_series(1, 300) AS i,
+                    unnest(ARRAY['cloud_inspection', 'ai_review']) WITH ORDINALITY AS t(res, r)""", now)
+        keys = [("org-7", "cloud_inspection"), ("org-250", "ai_review"), ("org-9999", "ai_review")]
+        lots = await store.drawable_lots(conn, keys, now, timedelta(0))
+        assert {k: [lot.lot_id for lot in v] for k, v in lots.items()} == {
+            ("org-7", "cloud_inspection"): ["o-7.1"], ("org-250", "ai_review"): ["o-250.2"], ("org-9999", "ai_review"): []}
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute(f"PREPARE drawable(text[], text[], timestamptz) AS {store.DRAWABLE_LOTS}")
+        orgs, resources = (", ".join(f"'{k[i]}'" for k in keys) for i in (0, 1))  # the test's own values
+        plan = json.loads(await conn.fetchval(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE drawable(ARRAY[{orgs}], ARRAY[{resources}], now())"))[0]["Plan"]
+        read, compared = _lots_read(plan), _compared(plan)
+        assert read <= len(keys) and compared == 0, f"{read} lots read and {compared} pairs compared for {len(keys)} keys"
+    finally:
+        await conn.close()
+
+
+def _lots_read(node: dict) -> float:
+    """Rows of `lots` a plan read: returned or filtered out, over every loop."""
+    own = ((node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * node.get("Actual Loops", 1)
+           if node.get("Relation Name") == "lots" else 0)
+    return own + sum(_lots_read(n) for n in node.get("Plans", []))
+
+
+def _compared(node: dict) -> float:
+    return node.get("Rows Removed by Join Filter", 0) + sum(_compared(n) for n in node.get("Plans", []))
