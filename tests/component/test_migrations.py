@@ -71,11 +71,7 @@ async def test_a_deduction_rewrites_a_lot_in_place_and_a_spent_lot_is_no_longer_
     try:
         await migrate.migrate(conn, "entitlement", MIGRATIONS)
         now = datetime.now(timezone.utc)
-        await conn.execute(
-            """INSERT INTO lots (lot_id, org_id, resource, order_id, line, sku, quantity, remaining, storage_years,
-                                 credited_at, expires_at)
-               SELECT 'o-' || i || '.0', 'org-1', 'cloud_inspection', 'o-' || i, 0, 'CI-QTY', 10, 10, 1, $1::timestamptz,
-                      $1::timestamptz + interval '1 year' FROM generate_series(1, 40) AS i""", now)
+        await _add_lots(conn, now, [(f"o-{i}.0", "org-1", "cloud_inspection") for i in range(1, 41)])
         lots = await store.drawable_lots(conn, [("org-1", "cloud_inspection")], now, timedelta(0))
         drawn = lots[("org-1", "cloud_inspection")]
         assert len(drawn) == 40
@@ -196,13 +192,8 @@ async def test_a_batch_reads_only_the_lots_of_its_own_orgs(database):
     try:
         await migrate.migrate(conn, "entitlement", MIGRATIONS)
         now = datetime.now(timezone.utc)
-        await conn.execute(
-            """INSERT INTO lots (lot_id, org_id, resource, order_id, line, sku, quantity, remaining, storage_years,
-                                 credited_at, expires_at)
-               SELECT 'o-' || i || '.' || r, 'org-' || i, res, 'o-' || i, r, 'CI-QTY', 10, 10, 1, $1::timestamptz,
-                      $1::timestamptz + interval '1 year'
-               FROM generate_series(1, 300) AS i,
-                    unnest(ARRAY['cloud_inspection', 'ai_review']) WITH ORDINALITY AS t(res, r)""", now)
+        await _add_lots(conn, now, [(f"o-{i}.{r}", f"org-{i}", res) for i in range(1, 301)
+                                    for r, res in ((1, "cloud_inspection"), (2, "ai_review"))])
         keys = [("org-7", "cloud_inspection"), ("org-250", "ai_review"), ("org-9999", "ai_review")]
         lots = await store.drawable_lots(conn, keys, now, timedelta(0))
         assert {k: [lot.lot_id for lot in v] for k, v in lots.items()} == {
@@ -216,6 +207,18 @@ async def test_a_batch_reads_only_the_lots_of_its_own_orgs(database):
         assert read <= len(keys) and compared == 0, f"{read} lots read and {compared} pairs compared for {len(keys)} keys"
     finally:
         await conn.close()
+
+
+async def _add_lots(conn: asyncpg.Connection, now: datetime, lots: list[tuple[str, str, str]]) -> None:
+    """Active lots of 10, credited now for a year: (lot id, org, resource); the order is the lot
+    id's part before its dot, the line the part after."""
+    await conn.execute(
+        """INSERT INTO lots (lot_id, org_id, resource, order_id, line, sku, quantity, remaining, storage_years,
+                             credited_at, expires_at)
+           SELECT id, org, res, split_part(id, '.', 1), split_part(id, '.', 2)::int, 'CI-QTY', 10, 10, 1, $4::timestamptz,
+                  $4::timestamptz + interval '1 year'
+           FROM unnest($1::text[], $2::text[], $3::text[]) AS t(id, org, res)""",
+        [x[0] for x in lots], [x[1] for x in lots], [x[2] for x in lots], now)
 
 
 def _lots_read(node: dict) -> float:
