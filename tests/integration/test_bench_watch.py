@@ -1,0 +1,59 @@
+"""The benchmark's end of phase 2 (benchmarks/system.py `LedgerWatch.count_until`), against a real
+broker: the n-th usage entry is timed by the ledger's end offsets only when the entries those
+offsets counted hold n usage entries; otherwise by reading, until n were read."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from benchmarks.system import USAGE_MARK, LedgerWatch
+from shared.config import Settings
+from tests.support.kafka import new_topic, producer
+
+
+def _entry(i: int, usage: bool) -> bytes:
+    kind = USAGE_MARK.decode() if usage else '"type":"aimis.ledger.lot_credited'
+    return f'{{{kind}", "n": {i}}}'.encode()
+
+
+async def test_n_usage_entries_are_timed_when_readable_by_the_end_offsets(settings: Settings):
+    topic = await new_topic(settings.kafka_bootstrap, "t-watch", partitions=3)
+    watch = LedgerWatch(settings.kafka_bootstrap, topic)
+    await watch.start()
+    p = await producer(settings.kafka_bootstrap)
+    try:
+        counting = asyncio.create_task(watch.count_until(50, timeout_s=30))
+        for i in range(50):
+            await p.send(topic, _entry(i, True), key=f"org-{i % 5}".encode())
+        await p.flush()
+        acked = time.time()
+        seen, at = await counting
+        assert seen == 50
+        assert at <= acked + 1.0, "the time of the n-th entry was not taken when it became readable"
+    finally:
+        await p.stop()
+        await watch.stop()
+
+
+async def test_entries_of_other_types_do_not_count_towards_n(settings: Settings):
+    """Readable offsets count every entry: with a non-usage entry among them, the n-th usage entry
+    is the one after, and the watch waits for it."""
+    topic = await new_topic(settings.kafka_bootstrap, "t-watch")
+    watch = LedgerWatch(settings.kafka_bootstrap, topic)
+    await watch.start()
+    p = await producer(settings.kafka_bootstrap)
+    try:
+        counting = asyncio.create_task(watch.count_until(10, timeout_s=30))
+        await p.send_and_wait(topic, _entry(0, False), key=b"org-0")
+        for i in range(1, 10):
+            await p.send_and_wait(topic, _entry(i, True), key=b"org-0")
+        await asyncio.sleep(0.3)  # ten entries readable, nine of them usage: the count must not be done
+        assert not counting.done(), "an entry of another type counted as a usage entry"
+        last_sent = time.time()
+        await p.send_and_wait(topic, _entry(10, True), key=b"org-0")
+        seen, at = await asyncio.wait_for(counting, 30)
+        assert seen == 10 and at >= last_sent
+    finally:
+        await p.stop()
+        await watch.stop()
