@@ -620,7 +620,7 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
         ctx = mp.get_context("spawn")
 
         async def burst(n: int, what: str) -> tuple[float, float]:
-            """`n` usage events produced at once: (first produce, n-th usage entry read)."""
+            """`n` usage events produced at once: (first produce, n-th usage entry readable)."""
             q: mp.Queue[float] = ctx.Queue()
             prod = ctx.Process(target=_produce_burst, args=(bootstrap, topics.USAGE, orgs, n, q), daemon=True)
             prod.start()

@@ -12,6 +12,7 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from shared import kafka
+from tests.support.kafka import wait_until
 
 
 def rec(partition: int, offset: int, age_ms: float = 0.0, topic: str = "t") -> ConsumerRecord:
@@ -94,7 +95,7 @@ async def test_offsets_are_committed_behind_the_batch_in_order_one_commit_at_a_t
     offsets = kafka.Offsets("svc:t", every_s=0)
     await offsets.commit(c, [rec(0, 4), rec(0, 9), rec(1, 2)])  # type: ignore[arg-type]
     assert c.commits == [], "the handler waited for its commit"
-    await asyncio.wait_for(_until(lambda: c.in_commit == 1), 1)
+    await wait_until(lambda: c.in_commit == 1, timeout=1, interval=0.001)
     await offsets.commit(c, [rec(0, 10), rec(1, 3)])  # type: ignore[arg-type]  # does not wait either
     assert c.in_commit == 1 and c.commits == [], "a second commit left while one was in flight"
     c.gate.set()
@@ -109,7 +110,7 @@ async def test_one_commit_covers_the_batches_handled_within_the_interval():
     c = FakeConsumer()
     offsets = kafka.Offsets("svc:t", every_s=60)
     await offsets.commit(c, [rec(0, 4)])  # type: ignore[arg-type]
-    await asyncio.wait_for(_until(lambda: len(c.commits) == 1), 1)
+    await wait_until(lambda: len(c.commits) == 1, timeout=1, interval=0.001)
     await offsets.commit(c, [rec(0, 5), rec(1, 8)])  # type: ignore[arg-type]
     await offsets.commit(c, [rec(1, 6), rec(2, 1)])  # type: ignore[arg-type]  # partition 1 behind: 8 stays
     await asyncio.sleep(0.05)  # a short look: nothing more may leave within the interval
@@ -123,10 +124,10 @@ async def test_the_next_commit_leaves_when_the_interval_is_up():
     c = FakeConsumer()
     offsets = kafka.Offsets("svc:t", every_s=0.1)
     await offsets.commit(c, [rec(0, 1)])  # type: ignore[arg-type]
-    await asyncio.wait_for(_until(lambda: len(c.commits) == 1), 1)
+    await wait_until(lambda: len(c.commits) == 1, timeout=1, interval=0.001)
     started = time.monotonic()
     await offsets.commit(c, [rec(0, 2)])  # type: ignore[arg-type]
-    await asyncio.wait_for(_until(lambda: len(c.commits) == 2), 2)
+    await wait_until(lambda: len(c.commits) == 2, timeout=2, interval=0.001)
     assert time.monotonic() - started >= 0.09, "the second commit did not wait for the interval"
     assert c.commits == [{TopicPartition("t", 0): 2}, {TopicPartition("t", 0): 3}]
     await offsets.settle()
@@ -153,20 +154,15 @@ async def test_a_stop_sends_what_is_due_at_once_and_waits_for_the_commits_in_fli
     c = FakeConsumer()
     offsets = kafka.Offsets("svc:t", every_s=60)
     await offsets.commit(c, [rec(0, 1)])  # type: ignore[arg-type]
-    await asyncio.wait_for(_until(lambda: len(c.commits) == 1), 1)
+    await wait_until(lambda: len(c.commits) == 1, timeout=1, interval=0.001)
     c.gate = asyncio.Event()
     await offsets.commit(c, [rec(0, 2)])  # type: ignore[arg-type]  # due in 60 s
     settled = asyncio.create_task(kafka.settle_commits(timeout_s=5))
-    await asyncio.wait_for(_until(lambda: c.in_commit == 1), 1)  # sent now, not in 60 s
+    await wait_until(lambda: c.in_commit == 1, timeout=1, interval=0.001)  # sent now, not in 60 s
     assert not settled.done(), "the stop did not wait for the commit in flight"
     c.gate.set()
     await asyncio.wait_for(settled, 1)
     assert c.commits == [{TopicPartition("t", 0): 2}, {TopicPartition("t", 0): 3}]
-
-
-async def _until(condition: Any) -> None:
-    while not condition():
-        await asyncio.sleep(0.001)
 
 
 @pytest.fixture(autouse=True)
