@@ -8,6 +8,7 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +104,11 @@ class Runtime:
         model several types share, such as DeadLetterData)."""
         return new_event(subject, data, self.source, type=type, id=id, time=self.clock.now())
 
-    def encoded(self, model: type[EventData], subject: str, data: dict[str, Any]) -> Encoded:
-        """`event` for the hot paths: serialised from plain values, no model built (`encoded`)."""
-        return encoded(model, subject, data, self.source, time=self.clock.now())
+    def encoded(self, model: type[EventData], subject: str, data: dict[str, Any], *,
+                time: datetime | None = None) -> Encoded:
+        """`event` for the hot paths: serialised from plain values, no model built (`encoded`); at
+        `time` (a batch's one now) or now."""
+        return encoded(model, subject, data, self.source, time=time or self.clock.now())
 
     @property
     def offering(self) -> str:

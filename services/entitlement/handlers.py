@@ -123,15 +123,16 @@ class Handlers:
             books, [(u.org_id, Use(u.usage_id, u.resource, u.quantity, u.occurred_at, u.channel)) for u in todo],
             now, self.grace, perpetual,
         )
-        return books, outcomes, [e for u, o in zip(todo, outcomes, strict=True) for e in self._usage_events(u, o)]
-
-    def _usage_events(self, u: ev.DeductionRequestedData, outcome: domain.Outcome) -> list[ev.Outgoing]:
-        """The use's ledger event, then one arrears_offset per lot credited after it occurred that
-        offset its arrears at once (docs/decisions/arrival-order.md)."""
-        offsets = outcome.offsets if isinstance(outcome, Deducted) else ()
-        return [self._usage_event(u, outcome)] + [self._offset_event(
-            u.org_id, d.lot_id, u.resource, [domain.Offset(u.usage_id, d.quantity, d.retention_until)])
-            for d in offsets]
+        events: list[ev.Outgoing] = []
+        for u, o in zip(todo, outcomes, strict=True):
+            events.append(self._usage_event(u, o, now))
+            if isinstance(o, Deducted) and o.offsets:
+                # then one arrears_offset per lot credited after the use occurred that offset its
+                # arrears at once (docs/decisions/arrival-order.md)
+                events += [self._offset_event(u.org_id, d.lot_id, u.resource,
+                                              [domain.Offset(u.usage_id, d.quantity, d.retention_until)])
+                           for d in o.offsets]
+        return books, outcomes, events
 
     def _offset_event(self, org: str, lot_id: str, resource: str, offsets: list[domain.Offset]) -> CloudEvent[Any]:
         return self.rt.event(org, ev.ArrearsOffsetData(
@@ -140,10 +141,11 @@ class Handlers:
                                           retention_until=o.retention_until) for o in offsets],
         ))
 
-    def _usage_event(self, u: ev.DeductionRequestedData, outcome: domain.Outcome) -> ev.Encoded:
+    def _usage_event(self, u: ev.DeductionRequestedData, outcome: domain.Outcome, now: datetime) -> ev.Encoded:
         """The ledger entry of one use, serialised from plain values (`encoded`: no model built, one
         per use on the hot path): every value comes from the validated deduction request or from
-        the deduction rules (lot ids, quantities, tz-aware retention dates)."""
+        the deduction rules (lot ids, quantities, tz-aware retention dates). Its time is the
+        batch's `now`, the time the deduction rules were applied at."""
         if isinstance(outcome, Deducted):
             return self.rt.encoded(ev.UsageDeductedData, u.org_id, {
                 "org_id": u.org_id, "usage_id": u.usage_id, "resource": u.resource, "quantity": u.quantity,
@@ -152,11 +154,11 @@ class Handlers:
                 "allocations": [{"lot_id": d.lot_id, "quantity": d.quantity, "retention_until": d.retention_until}
                                 for d in outcome.allocations],
                 "arrears_quantity": outcome.arrears_quantity, "offline_licence": outcome.offline_licence,
-            })
+            }, time=now)
         return self.rt.encoded(ev.UsageRejectedLedgerData, u.org_id, {
             "org_id": u.org_id, "usage_id": u.usage_id, "resource": u.resource, "quantity": u.quantity,
             "occurred_at": u.occurred_at, "channel": u.channel, "reason": outcome.reason,
-        })
+        }, time=now)
 
     # ------------------------------------------------------------ orders
 

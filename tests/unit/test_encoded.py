@@ -64,7 +64,7 @@ def _as_models(e: Encoded, data: ev.EventData) -> bytes:
 @given(u=REQUESTS, draws=DRAWS, arrears=st.integers(0, 10_000), offline=st.booleans())
 def test_a_usage_deducted_entry_is_byte_for_byte_the_model_s(handlers: Handlers, u: ev.DeductionRequestedData,
                                                              draws: list[ent.Draw], arrears: int, offline: bool) -> None:
-    e = handlers._usage_event(u, ent.Deducted(u.usage_id, tuple(draws), arrears, offline))
+    e = handlers._usage_event(u, ent.Deducted(u.usage_id, tuple(draws), arrears, offline), T0)
     model = trusted(
         ev.UsageDeductedData, org_id=u.org_id, usage_id=u.usage_id, resource=u.resource, quantity=u.quantity,
         occurred_at=u.occurred_at, channel=u.channel, inspection_id=u.inspection_id, site_id=u.site_id,
@@ -83,7 +83,7 @@ def test_a_usage_deducted_entry_is_byte_for_byte_the_model_s(handlers: Handlers,
 @given(u=REQUESTS, reason=st.sampled_from(["INSUFFICIENT_BALANCE", "NO_OFFLINE_LICENCE"]))
 def test_a_usage_rejected_entry_is_byte_for_byte_the_model_s(handlers: Handlers, u: ev.DeductionRequestedData,
                                                              reason: str) -> None:
-    e = handlers._usage_event(u, ent.Rejected(u.usage_id, reason))  # type: ignore[arg-type]
+    e = handlers._usage_event(u, ent.Rejected(u.usage_id, reason), T0)  # type: ignore[arg-type]
     model = ev.UsageRejectedLedgerData(org_id=u.org_id, usage_id=u.usage_id, resource=u.resource,
                                        quantity=u.quantity, occurred_at=u.occurred_at, channel=u.channel,
                                        reason=reason)  # type: ignore[arg-type]
