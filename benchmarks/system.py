@@ -1,7 +1,7 @@
 """The performance protocol of SPEC 9, in one run on one broker and one database.
 
-    .venv/bin/python benchmarks/system.py [--events 100000] [--warmup 20000] [--orgs 50] [--rate 5000]
-        [--seconds 60] [--skip-latency] [--batches] [--record docs/benchmarks.md]
+    .venv/bin/python benchmarks/system.py [--events 100000] [--warmup 20000] [--rounds 3] [--orgs 50]
+        [--rate 5000] [--seconds 60] [--skip-latency] [--batches] [--record docs/benchmarks.md]
 
 0. warm-up: `--warmup` events through the reference pipe before it is measured, and through the
    system before it is (a fresh broker's JIT, the database's caches, the services' first batches:
@@ -12,6 +12,10 @@
 2. the system: N usage events for `--orgs` organisations with balance, produced to aimis.usage.v1
    while metering and entitlement run as `python -m services.<name>` processes; from the first
    produce to the N-th usage entry on aimis.ledger.v1 (events/s), and the ratio 2/1;
+   1 and 2 are measured in turn `--rounds` times (3), and their medians compared: on a shared
+   machine one measurement of either moved by a quarter from minute to minute (docs/benchmarks.md,
+   twelfth pass), and a ratio of two single measurements moved with it. The reference runs beside
+   the services, idle then (their CPU meanwhile is printed);
 3. latency: usage paced at `--rate` events/s for `--seconds`; p50, p99 and max from produce to the
    ledger entry being readable on the topic (each event carries its send time in `attributes`);
 4. each service's peak resident memory (VmHWM).
@@ -37,6 +41,7 @@ import os
 import platform
 import secrets
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -213,6 +218,7 @@ class Results:
     latency_note: str = ""
     rss_mib: dict[str, float] = field(default_factory=dict)
     cpu_ms_per_1k: dict[str, float] = field(default_factory=dict)  # CPU per 1,000 events in phase 2
+    rounds: list[tuple[float, float]] = field(default_factory=list)  # (reference, system) of each round
     cores: str = ""  # CPU used in phase 3, per process group, in cores
     maintenance: str = ""  # PostgreSQL's own work during phase 3 (`maintenance`)
 
@@ -594,8 +600,6 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
 
     if args.warmup:  # the broker's JIT and caches warmed for the reference as for the system (below)
         await reference(bootstrap, args.warmup, orgs)
-    res.reference_rps = await reference(bootstrap, args.events, orgs)
-    print(f"1. reference (bare aiokafka consume-parse-produce-commit): {res.reference_rps:,.0f} records/s", flush=True)
 
     db = f"bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(base_dsn)
@@ -633,19 +637,36 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
 
         if args.warmup:  # the services, the database and the broker's paths of the system warmed
             await burst(args.warmup, "warm-up")
-        cpu0 = {p.name: cpu_s(p.proc.pid) for p in procs if p.proc is not None}
         backend = await admin.fetchval("SELECT pg_backend_pid()")
-        others0 = {k: pids_cpu_s(v) for k, v in infra_pids(backend, bootstrap).items()}
-        t0, t_end = await burst(args.events, "the system")
-        res.system_eps = args.events / (t_end - t0)
-        res.cpu_ms_per_1k = {p.name: (cpu_s(p.proc.pid) - cpu0[p.name]) * 1e6 / args.events
-                             for p in procs if p.proc is not None}
-        for k, pids in infra_pids(backend, bootstrap).items():  # a process started since counts whole
-            used = sum(t - others0.get(k, {}).get(pid, 0.0) for pid, t in pids_cpu_s(pids).items())
-            res.cpu_ms_per_1k[k] = used * 1e6 / args.events
+        cpu_used: dict[str, float] = {}
+        for i in range(args.rounds):  # the reference and the system in turn, `rounds` times
+            idle0 = {p.name: cpu_s(p.proc.pid) for p in procs if p.proc is not None}
+            t_ref = time.monotonic()
+            res.rounds.append((await reference(bootstrap, args.events, orgs), 0.0))
+            idle = sum(cpu_s(p.proc.pid) - idle0[p.name] for p in procs if p.proc is not None)
+            idle_cores = idle / (time.monotonic() - t_ref)
+            cpu0 = {p.name: cpu_s(p.proc.pid) for p in procs if p.proc is not None}
+            others0 = {k: pids_cpu_s(v) for k, v in infra_pids(backend, bootstrap).items()}
+            t0, t_end = await burst(args.events, "the system")
+            res.rounds[-1] = (res.rounds[-1][0], args.events / (t_end - t0))
+            for p in procs:
+                if p.proc is not None:
+                    cpu_used[p.name] = cpu_used.get(p.name, 0.0) + cpu_s(p.proc.pid) - cpu0[p.name]
+            for k, pids in infra_pids(backend, bootstrap).items():  # a process started since counts whole
+                used = sum(t - others0.get(k, {}).get(pid, 0.0) for pid, t in pids_cpu_s(pids).items())
+                cpu_used[k] = cpu_used.get(k, 0.0) + used
+            ref_rps, sys_eps = res.rounds[-1]
+            print(f"   round {i + 1}: reference {ref_rps:,.0f} records/s (the idle services beside it: "
+                  f"{idle_cores:.2f} cores), system {sys_eps:,.0f} events/s, ratio {sys_eps / ref_rps:.2f}",
+                  flush=True)
+        res.reference_rps = statistics.median(r for r, _ in res.rounds)
+        res.system_eps = statistics.median(s for _, s in res.rounds)
+        res.cpu_ms_per_1k = {k: v * 1e6 / (args.events * args.rounds) for k, v in cpu_used.items()}
+        print(f"1. reference (bare aiokafka consume-parse-produce-commit): {res.reference_rps:,.0f} records/s "
+              f"(median of {args.rounds})", flush=True)
         print(f"2. system (usage topic -> ledger, metering + entitlement processes, {args.orgs} orgs): "
-              f"{res.system_eps:,.0f} events/s; ratio {res.ratio:.2f}; CPU per 1,000 events: "
-              + ", ".join(f"{k} {v:,.0f} ms" for k, v in res.cpu_ms_per_1k.items()), flush=True)
+              f"{res.system_eps:,.0f} events/s (median of {args.rounds}); ratio {res.ratio:.2f}; CPU per 1,000 "
+              "events: " + ", ".join(f"{k} {v:,.0f} ms" for k, v in res.cpu_ms_per_1k.items()), flush=True)
 
         if not args.skip_latency:
             deductions = DeductionWatch(bootstrap)
@@ -738,9 +759,11 @@ def record(path: Path, res: Results, args: argparse.Namespace, how: str) -> None
         f"Python {platform.python_version()}.",
         f"Git: `{os.popen('git -C ' + str(ROOT) + ' rev-parse --short HEAD').read().strip()}`.\n",
         "| measure | value |", "|---|---|",
-        f"| reference pipe | {res.reference_rps:,.0f} records/s |",
-        f"| system, {args.events:,} events, {args.orgs} orgs | {res.system_eps:,.0f} events/s |",
+        f"| reference pipe (median of {len(res.rounds)}) | {res.reference_rps:,.0f} records/s |",
+        f"| system, {args.events:,} events, {args.orgs} orgs (median of {len(res.rounds)}) "
+        f"| {res.system_eps:,.0f} events/s |",
         f"| ratio | {res.ratio:.2f} |",
+        f"| rounds (reference / system) | {'; '.join(f'{r:,.0f} / {s:,.0f}' for r, s in res.rounds)} |",
     ]
     for k, v in res.cpu_ms_per_1k.items():
         lines.append(f"| CPU of {k} per 1,000 events (phase 2) | {v:,.0f} ms |")
@@ -764,6 +787,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20_000,
                     help="events through the reference pipe and through the system, unmeasured, before each "
                          "is measured")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="the reference and the system measured in turn this often; their medians are compared")
     ap.add_argument("--orgs", type=int, default=50)
     ap.add_argument("--rate", type=int, default=5_000)
     ap.add_argument("--seconds", type=float, default=60)
