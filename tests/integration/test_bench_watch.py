@@ -5,6 +5,7 @@ offsets counted hold n usage entries; otherwise by reading, until n were read.""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from benchmarks.system import USAGE_MARK, LedgerWatch
@@ -54,6 +55,44 @@ async def test_entries_of_other_types_do_not_count_towards_n(settings: Settings)
         await p.send_and_wait(topic, _entry(10, True), key=b"org-0")
         seen, at = await asyncio.wait_for(counting, 30)
         assert seen == 10 and at >= last_sent
+    finally:
+        await p.stop()
+        await watch.stop()
+
+
+def _timed_entry(usage_id: str, sent: float, usage: bool = True) -> bytes:
+    kind = "aimis.ledger.usage_deducted" if usage else "aimis.ledger.lot_credited"
+    return json.dumps({"type": kind, "time": "2026-11-27T12:00:00+00:00",
+                       "data": {"usage_id": usage_id, "attributes": {"sent": repr(sent)}}},
+                      separators=(",", ":")).encode()
+
+
+async def test_latency_is_taken_when_each_entry_became_readable_not_when_read(settings: Settings):
+    """Each usage entry's latency runs from its send time to when the ledger's end offsets first
+    showed it: the entries are read a second after the last was acknowledged, and that second must
+    not count. An entry of another type is no latency."""
+    topic = await new_topic(settings.kafka_bootstrap, "t-watch", partitions=3)
+    watch = LedgerWatch(settings.kafka_bootstrap, topic)
+    await watch.start()
+    p = await producer(settings.kafka_bootstrap)
+    expected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    try:
+        timing = asyncio.create_task(watch.latencies(expected, timeout_s=30))
+        acked: dict[str, tuple[float, float]] = {}  # usage id -> (sent, acknowledged)
+        await p.send_and_wait(topic, _timed_entry("other", time.time(), usage=False), key=b"org-0")
+        for i in range(12):
+            sent = time.time()
+            await p.send_and_wait(topic, _timed_entry(f"u-{i}", sent), key=f"org-{i % 4}".encode())
+            acked[f"u-{i}"] = (sent, time.time())
+        await asyncio.sleep(1.0)  # the reader comes late: its lateness is not the system's
+        expected.set_result(12)
+        latencies = await asyncio.wait_for(timing, 60)
+        assert len(latencies) == 12
+        by_id = {usage_id: readable for usage_id, _, _, _, readable in watch.parts}
+        assert set(by_id) == set(acked)
+        for usage_id, (sent, ack) in acked.items():
+            assert sent <= by_id[usage_id] <= ack + 0.25, f"{usage_id} timed at {by_id[usage_id] - ack:+.3f} s from its ack"
+        assert max(latencies) < 0.5
     finally:
         await p.stop()
         await watch.stop()
