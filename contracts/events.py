@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -702,23 +703,30 @@ def new_event(
 def new_id() -> str:
     """A random (version 4) UUID as text, like `str(uuid.uuid4())` at a fifth of its cost (one
     per outgoing event on the hot paths): the random bytes of 256 ids are read from the OS at once
-    (a `getrandom` system call per id cost entitlement 4-12% of its time under load, issue 13), and
-    a forked child reads its own."""
-    global _random_hex, _random_at
-    at = _random_at
-    if at >= len(_random_hex):
-        _random_hex, at = os.urandom(16 * 256).hex(), 0
-    _random_at = at + 32
-    h = _random_hex[at:at + 32]
+    (a `getrandom` system call per id cost entitlement 4-12% of its time under load, issue 13),
+    each thread its own (FastAPI's worker threads draw ids too), and a forked child its own."""
+    r = _random
+    at = r.at
+    if at >= len(r.hex):
+        r.hex, at = os.urandom(16 * 256).hex(), 0
+    r.at = at + 32
+    h = r.hex[at:at + 32]
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
-_random_hex, _random_at = "", 0
+class _RandomHex(threading.local):
+    """A thread's random bytes for ids (hex), and how far they are used."""
+
+    hex = ""
+    at = 0
+
+
+_random = _RandomHex()
 
 
 def _fresh_random() -> None:
-    global _random_hex, _random_at
-    _random_hex, _random_at = "", 0
+    global _random
+    _random = _RandomHex()
 
 
 os.register_at_fork(after_in_child=_fresh_random)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import uuid
 
 from contracts.events import new_id
@@ -32,3 +34,29 @@ def test_a_forked_child_does_not_repeat_its_parents_next_ids() -> None:
     os.close(read)
     assert len(child) == 3
     assert not set(child) & {new_id() for _ in range(3)}
+
+
+def test_threads_never_share_an_id() -> None:
+    """FastAPI runs plain `def` endpoints on worker threads, beside the event loop's: two threads
+    drawing ids at once must not read the same random bytes."""
+    per_thread, threads = 20_000, 8
+    results: list[list[str]] = [[] for _ in range(threads)]
+    barrier = threading.Barrier(threads)
+
+    def draw(out: list[str]) -> None:
+        barrier.wait()
+        out.extend(new_id() for _ in range(per_thread))
+
+    workers = [threading.Thread(target=draw, args=(results[i],)) for i in range(threads)]
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(old)
+    ids = [i for out in results for i in out]
+    assert len(ids) == per_thread * threads
+    assert len(set(ids)) == len(ids)
