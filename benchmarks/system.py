@@ -381,7 +381,10 @@ class LedgerWatch:
                     if len(out) >= expected.result():
                         break
                     start = dict(ends)  # others among them: the rest are still to come
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline:  # some never came: the latencies of those that did
+                    if not out:
+                        timed_end()
+                    out += self._read_upto(await self._records_upto(ends), shown)
                     break
             now_ends = await self._ends(tps)
             seen = time.time()
@@ -868,7 +871,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20_000,
                     help="events through the reference pipe and through the system, unmeasured, before each "
                          "is measured")
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=lambda v: max(1, int(v)), default=3,
                     help="the reference and the system measured in turn this often; their medians are compared")
     ap.add_argument("--orgs", type=int, default=50)
     ap.add_argument("--rate", type=int, default=5_000)

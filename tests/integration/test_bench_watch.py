@@ -96,3 +96,23 @@ async def test_latency_is_taken_when_each_entry_became_readable_not_when_read(se
     finally:
         await p.stop()
         await watch.stop()
+
+
+async def test_when_fewer_entries_come_than_expected_those_that_came_are_timed(settings: Settings):
+    """A run that lost entries still reports the latencies of the entries that came (and the caller
+    says how many did not)."""
+    topic = await new_topic(settings.kafka_bootstrap, "t-watch")
+    watch = LedgerWatch(settings.kafka_bootstrap, topic)
+    await watch.start()
+    p = await producer(settings.kafka_bootstrap)
+    expected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    try:
+        timing = asyncio.create_task(watch.latencies(expected, timeout_s=2))
+        for i in range(3):
+            await p.send_and_wait(topic, _timed_entry(f"u-{i}", time.time()), key=b"org-0")
+        expected.set_result(5)
+        latencies = await asyncio.wait_for(timing, 30)
+        assert len(latencies) == 3 and max(latencies) < 0.5
+    finally:
+        await p.stop()
+        await watch.stop()
