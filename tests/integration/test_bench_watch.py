@@ -1,12 +1,17 @@
-"""The benchmark's end of phase 2 (benchmarks/system.py `LedgerWatch.count_until`), against a real
-broker: the n-th usage entry is timed by the ledger's end offsets only when the entries those
-offsets counted hold n usage entries; otherwise by reading, until n were read."""
+"""The benchmark's watch of the ledger (benchmarks/system.py `LedgerWatch`), against a real broker.
+Phase 2: the n-th usage entry is timed by the ledger's end offsets only when the entries those
+offsets counted hold n usage entries; otherwise by reading, until n were read. Phase 3: each usage
+entry's latency ends when the end offsets first showed it readable, not when it was read."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiokafka import AIOKafkaProducer
 
 from benchmarks.system import USAGE_MARK, LedgerWatch
 from shared.config import Settings
@@ -18,12 +23,29 @@ def _entry(i: int, usage: bool) -> bytes:
     return f'{{{kind}", "n": {i}}}'.encode()
 
 
-async def test_n_usage_entries_are_timed_when_readable_by_the_end_offsets(settings: Settings):
-    topic = await new_topic(settings.kafka_bootstrap, "t-watch", partitions=3)
+def _timed_entry(usage_id: str, sent: float, usage: bool = True) -> bytes:
+    kind = "aimis.ledger.usage_deducted" if usage else "aimis.ledger.lot_credited"
+    return json.dumps({"type": kind, "time": "2026-11-27T12:00:00+00:00",
+                       "data": {"usage_id": usage_id, "attributes": {"sent": repr(sent)}}},
+                      separators=(",", ":")).encode()
+
+
+@asynccontextmanager
+async def _watched(settings: Settings, partitions: int = 1) -> AsyncIterator[tuple[str, LedgerWatch, AIOKafkaProducer]]:
+    """A new topic, a watch of it from its end, and a producer to it."""
+    topic = await new_topic(settings.kafka_bootstrap, "t-watch", partitions=partitions)
     watch = LedgerWatch(settings.kafka_bootstrap, topic)
     await watch.start()
     p = await producer(settings.kafka_bootstrap)
     try:
+        yield topic, watch, p
+    finally:
+        await p.stop()
+        await watch.stop()
+
+
+async def test_n_usage_entries_are_timed_when_readable_by_the_end_offsets(settings: Settings):
+    async with _watched(settings, partitions=3) as (topic, watch, p):
         counting = asyncio.create_task(watch.count_until(50, timeout_s=30))
         for i in range(50):
             await p.send(topic, _entry(i, True), key=f"org-{i % 5}".encode())
@@ -32,19 +54,12 @@ async def test_n_usage_entries_are_timed_when_readable_by_the_end_offsets(settin
         seen, at = await counting
         assert seen == 50
         assert at <= acked + 1.0, "the time of the n-th entry was not taken when it became readable"
-    finally:
-        await p.stop()
-        await watch.stop()
 
 
 async def test_entries_of_other_types_do_not_count_towards_n(settings: Settings):
     """Readable offsets count every entry: with a non-usage entry among them, the n-th usage entry
     is the one after, and the watch waits for it."""
-    topic = await new_topic(settings.kafka_bootstrap, "t-watch")
-    watch = LedgerWatch(settings.kafka_bootstrap, topic)
-    await watch.start()
-    p = await producer(settings.kafka_bootstrap)
-    try:
+    async with _watched(settings) as (topic, watch, p):
         counting = asyncio.create_task(watch.count_until(10, timeout_s=30))
         await p.send_and_wait(topic, _entry(0, False), key=b"org-0")
         for i in range(1, 10):
@@ -55,28 +70,14 @@ async def test_entries_of_other_types_do_not_count_towards_n(settings: Settings)
         await p.send_and_wait(topic, _entry(10, True), key=b"org-0")
         seen, at = await asyncio.wait_for(counting, 30)
         assert seen == 10 and at >= last_sent
-    finally:
-        await p.stop()
-        await watch.stop()
-
-
-def _timed_entry(usage_id: str, sent: float, usage: bool = True) -> bytes:
-    kind = "aimis.ledger.usage_deducted" if usage else "aimis.ledger.lot_credited"
-    return json.dumps({"type": kind, "time": "2026-11-27T12:00:00+00:00",
-                       "data": {"usage_id": usage_id, "attributes": {"sent": repr(sent)}}},
-                      separators=(",", ":")).encode()
 
 
 async def test_latency_is_taken_when_each_entry_became_readable_not_when_read(settings: Settings):
     """Each usage entry's latency runs from its send time to when the ledger's end offsets first
     showed it: the entries are read a second after the last was acknowledged, and that second must
     not count. An entry of another type is no latency."""
-    topic = await new_topic(settings.kafka_bootstrap, "t-watch", partitions=3)
-    watch = LedgerWatch(settings.kafka_bootstrap, topic)
-    await watch.start()
-    p = await producer(settings.kafka_bootstrap)
-    expected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    try:
+    async with _watched(settings, partitions=3) as (topic, watch, p):
+        expected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         timing = asyncio.create_task(watch.latencies(expected, timeout_s=30))
         acked: dict[str, tuple[float, float]] = {}  # usage id -> (sent, acknowledged)
         await p.send_and_wait(topic, _timed_entry("other", time.time(), usage=False), key=b"org-0")
@@ -93,26 +94,16 @@ async def test_latency_is_taken_when_each_entry_became_readable_not_when_read(se
         for usage_id, (sent, ack) in acked.items():
             assert sent <= by_id[usage_id] <= ack + 0.25, f"{usage_id} timed at {by_id[usage_id] - ack:+.3f} s from its ack"
         assert max(latencies) < 0.5
-    finally:
-        await p.stop()
-        await watch.stop()
 
 
 async def test_when_fewer_entries_come_than_expected_those_that_came_are_timed(settings: Settings):
     """A run that lost entries still reports the latencies of the entries that came (and the caller
     says how many did not)."""
-    topic = await new_topic(settings.kafka_bootstrap, "t-watch")
-    watch = LedgerWatch(settings.kafka_bootstrap, topic)
-    await watch.start()
-    p = await producer(settings.kafka_bootstrap)
-    expected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    try:
+    async with _watched(settings) as (topic, watch, p):
+        expected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         timing = asyncio.create_task(watch.latencies(expected, timeout_s=2))
         for i in range(3):
             await p.send_and_wait(topic, _timed_entry(f"u-{i}", time.time()), key=b"org-0")
         expected.set_result(5)
         latencies = await asyncio.wait_for(timing, 30)
         assert len(latencies) == 3 and max(latencies) < 0.5
-    finally:
-        await p.stop()
-        await watch.stop()
