@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import gc
 import json
 import math
 import multiprocessing as mp
@@ -64,6 +63,7 @@ from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
 from contracts import topics  # noqa: E402
 from shared import kafka as shared_kafka  # noqa: E402
+from shared.service import collect_rarely  # noqa: E402
 from tests.support.infra import free_port, infra  # noqa: E402
 from tests.support.services import ServiceProcess  # noqa: E402
 
@@ -146,18 +146,6 @@ def _produce_burst(bootstrap: str, topic: str, orgs: list[str], n: int, q: mp.Qu
     asyncio.run(run())
 
 
-def timing_gc() -> None:
-    """The services' collector policy (shared/service.py `serve`) in a process of the bench that
-    takes times during the latency minute: what exists now is out of the collector's sight, and the
-    young generation is collected every 100,000 allocations. With CPython's defaults, the paced load
-    generator and the bench's own watch each ran full collections of 90-117 ms during the minute
-    (gc.callbacks), and every event stamped or looked at across one was late by it: latency of the
-    bench, not of the system (docs/benchmarks.md, twelfth pass)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 20, 20)
-
-
 def _produce_paced(bootstrap: str, orgs: list[str], rate: int, seconds: float, q: mp.Queue[tuple[int, float]]) -> None:
     """Produce usage at `rate` events/s for `seconds`, in 10 ms ticks; put the count sent and the
     CPU seconds that took. Each event carries the time its tick handed it to the producer."""
@@ -167,7 +155,11 @@ def _produce_paced(bootstrap: str, orgs: list[str], rate: int, seconds: float, q
         await p.start()
         load = Load(p, topics.USAGE)
         await load.send([])
-        timing_gc()
+        # The services' collector policy in the processes of the bench that take times during the
+        # latency minute: with CPython's defaults, the paced load generator and the bench's own watch
+        # each ran full collections of 90-117 ms during the minute (gc.callbacks), and every event
+        # stamped or looked at across one was late by it (docs/benchmarks.md, twelfth pass).
+        collect_rarely()
         sent, cpu0 = 0, time.process_time()
         try:
             t0 = time.monotonic()
@@ -750,7 +742,7 @@ async def bench(bootstrap: str, base_dsn: str, args: argparse.Namespace) -> Resu
               "events: " + ", ".join(f"{k} {v:,.0f} ms" for k, v in res.cpu_ms_per_1k.items()), flush=True)
 
         if not args.skip_latency:
-            timing_gc()  # this process watches the ledger's end offsets during the minute
+            collect_rarely()  # this process watches the ledger's end offsets during the minute (see _produce_paced)
             deductions = DeductionWatch(bootstrap)
             if args.batches:
                 await deductions.start()

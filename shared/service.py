@@ -277,14 +277,18 @@ def serve(app: FastAPI, settings: Settings, service: str) -> None:
     except auth.InsecureSecret as e:
         log.error("%s refuses to start: %s", service, e)
         raise SystemExit(2) from None
-    # The consumers allocate a few objects per record, thousands per batch, nearly all freed by
-    # reference counting. With the default threshold (700) the cyclic collector runs every few
-    # records and walks the long-lived objects again and again: collect less often, and move
-    # what start-up created out of its sight.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, 20, 20)
+    collect_rarely()
     uvicorn.run(app, host=settings.host, port=settings.port_of(service), log_config=None, access_log=False)
 
 
 GC_THRESHOLD = 100_000  # allocations between young-generation collections (CPython's default: 700)
+
+
+def collect_rarely() -> None:
+    """The services' collector policy. The consumers allocate a few objects per record, thousands
+    per batch, nearly all freed by reference counting. With the default threshold (700) the cyclic
+    collector runs every few records and walks the long-lived objects again and again: collect less
+    often, and move what exists now out of its sight."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
