@@ -8,9 +8,10 @@ count what moved; the store then writes the changed rows and adds the counters t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Final, Literal, NamedTuple
+from typing import Final, Literal, NamedTuple, Protocol
 
 from contracts import catalog
 from contracts.skus import AI as AI
@@ -103,6 +104,22 @@ class Use(NamedTuple):
     channel: str = "online"
 
 
+class UseLike(Protocol):
+    """What the rules read of a use: a `Use`, or a validated deduction request as it is (the hot
+    path hands those over without copying each into a `Use`)."""
+
+    @property
+    def usage_id(self) -> str: ...
+    @property
+    def resource(self) -> str: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def channel(self) -> str: ...
+
+
 @dataclass
 class Arrear:
     usage_id: str
@@ -179,7 +196,7 @@ class Book:
         return sum(lot.remaining for lot in self.lots.values() if not lot.expired)
 
 
-def allocate(lots: list[Lot], use: Use, now: datetime, grace: timedelta, *,
+def allocate(lots: list[Lot], use: UseLike, now: datetime, grace: timedelta, *,
              later: bool = False) -> tuple[list[Draw], int]:
     """Plan which lots cover `use` (expiring first); returns the draws and what no lot covers.
     `later`: the lots credited after the use occurred instead (still within their grace), which
@@ -211,7 +228,7 @@ def licensed(licence: bool | datetime | None, occurred_at: datetime) -> bool:
     return licence is True or (isinstance(licence, datetime) and licence <= occurred_at)
 
 
-def deduct(book: Book, use: Use, now: datetime, grace: timedelta, *,
+def deduct(book: Book, use: UseLike, now: datetime, grace: timedelta, *,
            offline_licence: bool | datetime | None = False) -> Outcome:
     """Apply one use to the book: draw lots; the rest is arrears (cloud inspections) or a rejection.
     `offline_licence`: since when the org holds AI-PERPETUAL (checked at the use's occurred_at).
@@ -244,7 +261,7 @@ def deduct(book: Book, use: Use, now: datetime, grace: timedelta, *,
     return Deducted(use.usage_id, tuple(draws), rest, offsets=tuple(offsets))
 
 
-def deduct_batch(books: dict[tuple[str, str], Book], uses: list[tuple[str, Use]], now: datetime,
+def deduct_batch(books: dict[tuple[str, str], Book], uses: Sequence[tuple[str, UseLike]], now: datetime,
                  grace: timedelta, perpetual: dict[str, datetime]) -> list[Outcome]:
     """A batch of uses (org, use) in stream order, against books keyed by (org, resource);
     `perpetual`: since when each org holds AI-PERPETUAL."""

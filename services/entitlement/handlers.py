@@ -20,7 +20,7 @@ from contracts import events as ev
 from contracts import topics
 from contracts.events import CloudEvent, models_on
 from services.entitlement import domain, store
-from services.entitlement.domain import Book, Counters, Deducted, Use
+from services.entitlement.domain import Book, Counters, Deducted
 from shared.consumer import Claim, DeadLetters, Subscription
 from shared.service import Runtime
 
@@ -119,10 +119,9 @@ class Handlers:
         """The uses against books of copies of `lots` (which stay as read), and their ledger events."""
         keys: set[tuple[str, str]] = {(u.org_id, u.resource) for u in todo}
         books = {k: store.book_of(k[1], [replace(lot) for lot in lots[k]]) for k in keys}
-        outcomes = domain.deduct_batch(
-            books, [(u.org_id, Use(u.usage_id, u.resource, u.quantity, u.occurred_at, u.channel)) for u in todo],
-            now, self.grace, perpetual,
-        )
+        # the requests are the uses (domain.UseLike): no copy of each into a Use
+        uses = list(zip([u.org_id for u in todo], todo, strict=True))
+        outcomes = domain.deduct_batch(books, uses, now, self.grace, perpetual)
         events: list[ev.Outgoing] = []
         for u, o in zip(todo, outcomes, strict=True):
             events.append(self._usage_event(u, o, now))

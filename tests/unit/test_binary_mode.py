@@ -104,3 +104,34 @@ async def test_the_batch_parser_survives_header_values_faststream_cannot_decode(
     assert parsed.raw_message == (ok, bad)
     assert parsed.batch_headers[1] == {"ce_id": "\ufffd", "ce_x": ""}
     assert (await any_headers((ok,), parse)).raw_message == (ok,)
+
+
+async def test_the_batch_parser_hands_the_records_over_without_reading_them():
+    """shared.kafka.raw_batch: the handler takes the records as consumed, so the parser builds
+    FastStream's message around them without FastStream's walk over every record (whose header
+    decoding fails on a value that is not UTF-8)."""
+    from faststream.kafka.message import KafkaMessage
+    from faststream.kafka.parser import AioKafkaBatchParser
+
+    from shared.kafka import raw_batch
+
+    class Walks(AioKafkaBatchParser):
+        async def parse_batch(self, message):  # type: ignore[no-untyped-def]
+            raise AssertionError("FastStream's parser walked the records")
+
+    parser = Walks(KafkaMessage, None)
+    consumer = object()
+    parser._consumer = consumer  # what FastStream sets when the subscriber starts  # noqa: SLF001
+    ok = ConsumerRecord("t", 0, 7, 5, 0, None, b"{}", None, 0, 2, (("content-type", b"application/json"),))
+    bad = ConsumerRecord("t", 0, 8, 6, 0, None, b"{}", None, 0, 2, (("ce_id", b"\xff"), ("ce_x", None)))
+    parsed = await raw_batch((ok, bad), parser.parse_batch)
+    assert isinstance(parsed, KafkaMessage)
+    assert parsed.raw_message == (ok, bad) and parsed.consumer is consumer
+    assert parsed.message_id == "7-8-5"
+    # anything but a FastStream parser's bound method: FastStream's parse, surviving any header
+    plain = AioKafkaBatchParser(KafkaMessage, None).parse_batch
+
+    async def unbound(records):  # type: ignore[no-untyped-def]
+        return await plain(records)
+
+    assert (await raw_batch((ok, bad), unbound)).raw_message == (ok, bad)
