@@ -206,6 +206,9 @@ def usage(rt: Runtime, catch_up: OrdersCatchUp) -> Subscription:
         out: list[Decoded] = []
         for d in decoded:
             if isinstance(d, Accepted):
+                if d.event.subject in known:  # the usual case, decided without a Usage built again
+                    out.append(d)
+                    continue
                 x = domain.check_org(_usage_of(d.event), known)
                 if isinstance(x, Usage):
                     out.append(d)

@@ -115,6 +115,19 @@ def test_time_up_to_five_minutes_ahead_is_accepted():
     assert reason_of(usage(time=at.isoformat())) is None
 
 
+def test_the_records_limit_follows_each_now_in_any_time_zone(monkeypatch):
+    """Records (bytes) take the fast path, which keeps the latest time allowed for the last (now,
+    tzinfo) asked: an earlier now after a later one does not inherit its limit, in UTC and in
+    another offset alike; the edge stays in."""
+    edge, past = NOW + timedelta(minutes=5), NOW + timedelta(minutes=5, seconds=1)
+    for tz in (timezone.utc, timezone(timedelta(hours=2))):
+        monkeypatch.setattr(domain, "_LATEST", None)
+        raw = json.dumps(usage(time=past.astimezone(tz).isoformat())).encode()
+        assert reason_of(raw, NOW + timedelta(seconds=1)) is None
+        assert reason_of(raw) == "TIME_IN_FUTURE"
+        assert isinstance(domain.validate(json.dumps(usage(time=edge.astimezone(tz).isoformat())).encode(), NOW), Usage)
+
+
 def test_late_usage_is_accepted():
     assert reason_of(usage(time="2024-01-01T00:00:00+02:00")) is None
 
