@@ -294,13 +294,14 @@ async def raw_batch(records: tuple[ConsumerRecord, ...], original: Callable[...,
     (`keep_raw`), so the message FastStream carries them in needs no body or headers. FastStream's
     own walks every record (its value into a body list, its headers decoded into a dict): 0.35 µs
     a record in each service, for values no one reads (docs/benchmarks.md, thirteenth pass). Falls
-    back to `any_headers` when `original` is not the bound `parse_batch` of a FastStream parser."""
+    back to `any_headers` when `original` is not the bound `parse_batch` of a FastStream parser
+    with the message class and consumer it builds messages from (another FastStream version)."""
     parser: Any = getattr(original, "__self__", None)
-    msg_class = getattr(parser, "msg_class", None)
-    if msg_class is None or not isinstance(records, tuple) or not records:
+    msg_class, consumer = getattr(parser, "msg_class", None), getattr(parser, "_consumer", None)
+    if msg_class is None or consumer is None or not isinstance(records, tuple) or not records:
         return await any_headers(records, original)
     first = records[0]
-    return msg_class(body=b"", raw_message=records, consumer=parser._consumer,  # noqa: SLF001
+    return msg_class(body=b"", raw_message=records, consumer=consumer,
                      message_id=f"{first.offset}-{records[-1].offset}-{first.timestamp}")
 
 
