@@ -107,3 +107,33 @@ async def test_when_fewer_entries_come_than_expected_those_that_came_are_timed(s
         expected.set_result(5)
         latencies = await asyncio.wait_for(timing, 30)
         assert len(latencies) == 3 and max(latencies) < 0.5
+
+
+async def test_the_watch_asks_once_per_change_not_every_few_milliseconds(settings: Settings):
+    """The watch's question about the end offsets waits at the broker while nothing new is
+    readable (a fetch it never reads the records of): over a quiet second it asks about ten times,
+    where asking every 5 ms cost the system under test a fifth of a core; an entry that then comes
+    is still timed when it became readable."""
+    async with _watched(settings, partitions=3) as (topic, watch, p):
+        assert watch.looker is not None
+        client = watch.looker._client  # noqa: SLF001 - count what the watch asks the broker
+        asked = 0
+        send = client.send
+
+        async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+            nonlocal asked
+            asked += 1
+            return await send(*args, **kwargs)
+
+        client.send = counted
+        counting = asyncio.create_task(watch.count_until(2, timeout_s=30))
+        await p.send_and_wait(topic, _entry(0, True), key=b"org-0")
+        before = asked
+        await asyncio.sleep(1.0)  # one readable entry of two, then a quiet second
+        quiet = asked - before
+        await p.send_and_wait(topic, _entry(1, True), key=b"org-1")
+        acked = time.time()
+        seen, at = await asyncio.wait_for(counting, 30)
+        assert seen == 2
+        assert quiet <= 20, f"the watch asked {quiet} times in a quiet second"
+        assert at <= acked + 0.25, f"the second entry was timed {at - acked:+.3f} s from its ack"
