@@ -289,9 +289,9 @@ class LedgerWatch:
     def __init__(self, bootstrap: str, topic: str = topics.LEDGER):
         self.bootstrap, self.topic = bootstrap, topic
         self.consumer: AIOKafkaConsumer | None = None
-        # End offsets are asked by a consumer of its own, with no partition assigned: a consumer
-        # that fetches answers them after its fetch in flight, which the broker holds up to
-        # fetch_max_wait_ms (500 ms) while a partition has nothing new.
+        # End offsets are learnt through a consumer of its own, with no partition assigned (its
+        # client sends the watch's fetches, `_next_ends`): a consumer that fetches records answers
+        # them after its fetch in flight, which the broker holds up to fetch_max_wait_ms (500 ms).
         self.looker: AIOKafkaConsumer | None = None
         # (usage id, sent, entitlement's deduction, its relay's send, readable), epoch seconds
         self.parts: list[tuple[str, float, float, float, float]] = []
@@ -327,20 +327,23 @@ class LedgerWatch:
         leaders = {client.cluster.leader_for_partition(tp) for tp in tps}
         node = next(iter(leaders)) if len(leaders) == 1 else None
         if node is None or node < 0:
-            await asyncio.sleep(END_POLL_S)
-            return await self._ends(tps)
+            return await self._ends_after_a_poll(tps)
         request = FetchRequest(WATCH_WAIT_MS, 1, 1, 0, [(self.topic, [(tp.partition, known[tp], 1) for tp in tps])])
         response = await client.send(node, request)
         out = dict(known)
         for topic, partitions in response.topics:
             for partition, error_code, highwater, *_ in partitions:
                 if error_code:
-                    await asyncio.sleep(END_POLL_S)
-                    return await self._ends(tps)
+                    return await self._ends_after_a_poll(tps)
                 tp = TopicPartition(topic, partition)
                 if tp in out and highwater > out[tp]:
                     out[tp] = highwater
         return out
+
+    async def _ends_after_a_poll(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """`_next_ends` when it cannot fetch: the end offsets asked (ListOffsets), END_POLL_S on."""
+        await asyncio.sleep(END_POLL_S)
+        return await self._ends(tps)
 
     async def count_until(self, n: int, timeout_s: float) -> tuple[int, float]:
         """Wait for n usage entries after the consumer's position; (count seen, time the n-th was
@@ -395,21 +398,23 @@ class LedgerWatch:
         shown: dict[TopicPartition, list[tuple[int, float]]] = {tp: [] for tp in tps}  # (end offset, first seen)
         out: list[float] = []
         deadline: float | None = None
+
+        async def read_readable() -> None:  # the entries readable so far, read off the clock
+            if not out:
+                timed_end()
+            out.extend(self._read_upto(await self._records_upto(ends), shown))
+
         while True:
             if expected.done():
                 deadline = deadline or time.monotonic() + timeout_s
                 if sum(ends[tp] - start[tp] for tp in tps) >= expected.result() - len(out):
                     # enough entries readable, if all are usage entries: read them (untimed)
-                    if not out:
-                        timed_end()
-                    out += self._read_upto(await self._records_upto(ends), shown)
+                    await read_readable()
                     if len(out) >= expected.result():
                         break
                     start = dict(ends)  # others among them: the rest are still to come
                 if time.monotonic() > deadline:  # some never came: the latencies of those that did
-                    if not out:
-                        timed_end()
-                    out += self._read_upto(await self._records_upto(ends), shown)
+                    await read_readable()
                     break
             now_ends = await self._next_ends(tps, ends)
             seen = time.time()

@@ -60,3 +60,21 @@ def test_threads_never_share_an_id() -> None:
     ids = [i for out in results for i in out]
     assert len(ids) == per_thread * threads
     assert len(set(ids)) == len(ids)
+
+
+def test_each_thread_reads_random_bytes_of_its_own(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """What keeps two threads from handing out one id without depending on a race to show it: a
+    thread's first id reads random bytes of its own, even while another thread's are unused."""
+    from contracts import events
+
+    monkeypatch.setattr(events, "_random", events._RandomHex())  # this thread: nothing read yet
+    reads: list[int] = []
+    urandom = os.urandom
+    monkeypatch.setattr(os, "urandom", lambda n: reads.append(n) or urandom(n))
+    new_id()
+    new_id()  # the same thread: from the bytes already read
+    assert len(reads) == 1
+    other = threading.Thread(target=new_id)
+    other.start()
+    other.join()
+    assert len(reads) == 2, "another thread drew from this thread's random bytes"
