@@ -42,9 +42,11 @@ start() {
   # Checkpoints by time, 15 minutes apart, not every ~1 GB of WAL: at 5,000 usage events/s the
   # services write ~13 MB of WAL a second, and the default (max_wal_size 1GB) started a checkpoint
   # every ~40 s, each followed by full-page images of every page touched again (docs/decisions.md,
-  # "Checkpoints by time").
+  # "Checkpoints by time"). The autovacuum launcher looks every 5 s, not every minute, so the
+  # outbox and inbox are vacuumed while their young pages are still in shared buffers
+  # (shared/sql/008_log_tables_vacuumed_young.sql; docs/decisions.md, "Log tables vacuumed young").
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=15min" start > /dev/null
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=15min -c autovacuum_naptime=5s" start > /dev/null
   as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='aimis'" | grep -q 1 \
     || { echo "postgres: creating the database aimis"
          as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE aimis"; }

@@ -1,5 +1,6 @@
 """The database deploy/local/postgres.sh runs (`make up`, the tests, `make bench`) checkpoints by
-time, not every ~1 GB of WAL (docs/decisions.md, "Checkpoints by time")."""
+time, not every ~1 GB of WAL (docs/decisions.md, "Checkpoints by time"), and looks for tables to
+vacuum every 5 s ("Log tables vacuumed young")."""
 
 from __future__ import annotations
 
@@ -16,5 +17,6 @@ async def test_the_local_database_checkpoints_by_time(real_infra: Infra) -> None
     try:
         assert await conn.fetchval("SHOW max_wal_size") == "4GB"
         assert await conn.fetchval("SHOW checkpoint_timeout") == "15min"
+        assert await conn.fetchval("SHOW autovacuum_naptime") == "5s"
     finally:
         await conn.close()

@@ -29,7 +29,8 @@ async def test_migrations_from_empty_give_the_entitlement_schema_and_rerun_is_no
         assert await migrate.migrate(conn, "entitlement", MIGRATIONS) == [
             "shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql", "shared/003_outbox_resolutions.sql",
             "shared/004_outbox_pending.sql", "shared/005_inbox_bytewise_keys.sql",
-            "shared/006_outbox_cursor.sql", "shared/007_outbox_kept.sql", "service/001_init.sql",
+            "shared/006_outbox_cursor.sql", "shared/007_outbox_kept.sql", "shared/008_log_tables_vacuumed_young.sql",
+            "service/001_init.sql",
             "service/002_arrears_per_org.sql", "service/003_inbox_usage_keys_per_org.sql",
             "service/004_ledger_lighter.sql", "service/005_ledger_in_outbox.sql",
             "service/006_lots_hot_updates.sql"]

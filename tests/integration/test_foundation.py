@@ -148,7 +148,8 @@ async def test_migrations_from_empty_give_the_schema_and_rerun_is_noop(fresh_db)
         assert first == ["shared/001_outbox_inbox.sql", "shared/002_outbox_parked.sql",
                          "shared/003_outbox_resolutions.sql",
                          "shared/004_outbox_pending.sql", "shared/005_inbox_bytewise_keys.sql",
-                         "shared/006_outbox_cursor.sql", "shared/007_outbox_kept.sql", "service/001_effects.sql"]
+                         "shared/006_outbox_cursor.sql", "shared/007_outbox_kept.sql",
+                         "shared/008_log_tables_vacuumed_young.sql", "service/001_effects.sql"]
         assert await migrate.migrate(conn, "foundation", MIGRATIONS) == []
         tables = {
             r["table_name"]

@@ -330,8 +330,10 @@ def test_cloudnativepg_cluster_and_its_application_secret(render: Render) -> Non
     spec = cluster["spec"]
     assert spec["instances"] == 3 and spec["storage"]["size"]
     assert spec["bootstrap"]["initdb"] == {"database": "aimis", "owner": "aimis"}
-    # checkpoints by time, as deploy/local/postgres.sh runs them (docs/decisions.md)
-    assert spec["postgresql"]["parameters"] == {"max_wal_size": "4GB", "checkpoint_timeout": "15min"}
+    # checkpoints by time and the autovacuum launcher every 5 s, as deploy/local/postgres.sh runs
+    # them (docs/decisions.md)
+    assert spec["postgresql"]["parameters"] == {"max_wal_size": "4GB", "checkpoint_timeout": "15min",
+                                                "autovacuum_naptime": "5s"}
 
 
 def test_the_migration_job_runs_every_database_service_before_upgrades(render: Render) -> None:
