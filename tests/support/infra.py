@@ -3,7 +3,8 @@
 1. AIMIS_KAFKA_BOOTSTRAP / AIMIS_DATABASE_URL set: use them.
 2. else a Docker engine answers: testcontainers (apache/kafka, postgres).
 3. else: deploy/local (Kafka from Maven Central jars, PostgreSQL from the machine's binaries) on
-   free ports in a temporary folder, stopped by pid at the end.
+   free ports in a temporary folder (in memory where the machine has it: `scratch`), stopped by
+   pid at the end.
 """
 
 from __future__ import annotations
@@ -54,6 +55,20 @@ def _docker_answers() -> bool:
         return False
 
 
+def scratch(prefix: str) -> Path:
+    """A new directory for a throwaway server's data, in memory where the machine has it (/dev/shm):
+    these servers are removed whole afterwards, so nothing in them needs to survive the machine, and
+    on a disk they waited on its writeback: the page cache flushed every 30 s (the kernel's
+    dirty_expire_centisecs), hundreds of MB at once, and the broker's appends and the database's
+    commits stalled 200-300 ms behind it (docs/decisions.md, "Throwaway servers in memory").
+    A process restart or kill -9 of the server keeps the data, as on a disk."""
+    shm = Path("/dev/shm")
+    memory = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=memory))
+    os.chmod(work, 0o755)
+    return work
+
+
 @contextlib.contextmanager
 def local_infra() -> Iterator[Infra]:
     """A private broker and database (deploy/local) on free ports, whatever the session uses."""
@@ -63,8 +78,7 @@ def local_infra() -> Iterator[Infra]:
 
 @contextlib.contextmanager
 def _local() -> Iterator[Infra]:
-    work = Path(tempfile.mkdtemp(prefix="aimis-test-"))
-    os.chmod(work, 0o755)
+    work = scratch("aimis-test-")
     kport, cport, pport = free_port(), free_port(), free_port()
     kdir, pdir = work / "kafka", work / "pg"
     kdir.mkdir()
@@ -96,7 +110,8 @@ def _local() -> Iterator[Infra]:
             stop_postgres()
             start_postgres()
 
-        yield Infra(bootstrap, f"postgresql://postgres@127.0.0.1:{pport}/aimis", "deploy/local",
+        where = "deploy/local, data in memory" if str(work).startswith("/dev/shm/") else "deploy/local, data on disk"
+        yield Infra(bootstrap, f"postgresql://postgres@127.0.0.1:{pport}/aimis", where,
                     restart_kafka, restart_postgres, stop_kafka, start_kafka, stop_postgres, start_postgres)
     finally:
         subprocess.run([str(LOCAL / "kafka.sh"), "stop", str(kdir)], check=False)
@@ -128,12 +143,7 @@ def postgres() -> Iterator[tuple[str, bool]]:
         with PostgresContainer("postgres:16", username="postgres", password="postgres", dbname="aimis") as p:
             yield p.get_connection_url().replace("postgresql+psycopg2://", "postgresql://"), True
     else:
-        # In memory where the machine has it: initdb, the template copies and the removal afterwards
-        # then wait on no disk (this server is removed whole, so nothing needs to survive a crash).
-        shm = Path("/dev/shm")
-        memory = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-        work = Path(tempfile.mkdtemp(prefix="aimis-pg-", dir=memory))
-        os.chmod(work, 0o755)
+        work = scratch("aimis-pg-")
         port = free_port()
         try:
             subprocess.run([str(LOCAL / "postgres.sh"), "start", str(work / "pg"), str(port)], check=True)
