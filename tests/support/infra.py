@@ -55,15 +55,24 @@ def _docker_answers() -> bool:
         return False
 
 
-def scratch(prefix: str) -> Path:
-    """A new directory for a throwaway server's data, in memory where the machine has it (/dev/shm):
-    these servers are removed whole afterwards, so nothing in them needs to survive the machine, and
-    on a disk they waited on its writeback: the page cache flushed every 30 s (the kernel's
-    dirty_expire_centisecs), hundreds of MB at once, and the broker's appends and the database's
-    commits stalled 200-300 ms behind it (docs/decisions.md, "Throwaway servers in memory").
-    A process restart or kill -9 of the server keeps the data, as on a disk."""
+GIB = 1 << 30
+# The room a throwaway server's data may take: `make bench`'s broker and database together peaked at
+# 1.97 GiB (`du` every 2 s through a run), twice that; the component tier's database alone.
+BROKER_AND_DATABASE, DATABASE = 4 * GIB, 1 * GIB
+
+
+def scratch(prefix: str, room: int) -> Path:
+    """A new directory for a throwaway server's data, in memory where the machine has it (/dev/shm
+    with `room` bytes free): these servers are removed whole afterwards, so nothing in them needs to
+    survive the machine, and on a disk they waited on its writeback: the page cache flushed every
+    30 s (the kernel's dirty_expire_centisecs), hundreds of MB at once, and the broker's appends and
+    the database's commits stalled 200-300 ms behind it (docs/decisions.md, "Throwaway servers in
+    memory"). A process restart or kill -9 of the server keeps the data, as on a disk. Where /dev/shm
+    is small (a container's 64 MB), the data goes to the temporary folder, as before."""
     shm = Path("/dev/shm")
-    memory = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    memory = None
+    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= room:
+        memory = str(shm)
     work = Path(tempfile.mkdtemp(prefix=prefix, dir=memory))
     os.chmod(work, 0o755)
     return work
@@ -78,7 +87,7 @@ def local_infra() -> Iterator[Infra]:
 
 @contextlib.contextmanager
 def _local() -> Iterator[Infra]:
-    work = scratch("aimis-test-")
+    work = scratch("aimis-test-", room=BROKER_AND_DATABASE)
     kport, cport, pport = free_port(), free_port(), free_port()
     kdir, pdir = work / "kafka", work / "pg"
     kdir.mkdir()
@@ -143,7 +152,7 @@ def postgres() -> Iterator[tuple[str, bool]]:
         with PostgresContainer("postgres:16", username="postgres", password="postgres", dbname="aimis") as p:
             yield p.get_connection_url().replace("postgresql+psycopg2://", "postgresql://"), True
     else:
-        work = scratch("aimis-pg-")
+        work = scratch("aimis-pg-", room=DATABASE)
         port = free_port()
         try:
             subprocess.run([str(LOCAL / "postgres.sh"), "start", str(work / "pg"), str(port)], check=True)
