@@ -120,7 +120,7 @@ class Handlers:
         keys: set[tuple[str, str]] = {(u.org_id, u.resource) for u in todo}
         books = {k: store.book_of(k[1], [replace(lot) for lot in lots[k]]) for k in keys}
         # the requests are the uses (domain.UseLike): no copy of each into a Use
-        uses = list(zip([u.org_id for u in todo], todo, strict=True))
+        uses = [(u.org_id, u) for u in todo]
         outcomes = domain.deduct_batch(books, uses, now, self.grace, perpetual)
         events: list[ev.Outgoing] = []
         for u, o in zip(todo, outcomes, strict=True):
